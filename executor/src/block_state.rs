@@ -1,0 +1,198 @@
+//! The state as a block sees it while it executes: a store's reader plus the block's own
+//! changes so far, with reads cached. It is the `revm::Database` of the sequential path.
+
+use crate::{
+    state::{Account, AccountDiff, StateDiff},
+    storage::{StateReader, StorageError},
+};
+use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256, map::HashMap};
+use revm::{
+    Database,
+    bytecode::Bytecode,
+    primitives::hardfork::SpecId,
+    state::{AccountInfo, EvmState},
+};
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// The account's stored slots were wiped in this block: the store is not consulted.
+    cleared: bool,
+    values: HashMap<U256, U256>,
+}
+
+/// A reader with the block's changes layered on top.
+#[derive(Debug)]
+pub struct BlockState<R> {
+    reader: R,
+    accounts: HashMap<Address, Option<Account>>,
+    slots: HashMap<Address, Slots>,
+    codes: HashMap<B256, Bytecode>,
+    /// (number, hash) of the parent block, when the block knows it.
+    parent: Option<(u64, B256)>,
+}
+
+impl<R: StateReader> BlockState<R> {
+    pub fn new(reader: R, parent: Option<(u64, B256)>) -> Self {
+        Self {
+            reader,
+            accounts: HashMap::default(),
+            slots: HashMap::default(),
+            codes: HashMap::default(),
+            parent,
+        }
+    }
+
+    /// The current account at `address`.
+    pub fn account(&mut self, address: Address) -> Result<Option<Account>, StorageError> {
+        if let Some(account) = self.accounts.get(&address) {
+            return Ok(*account);
+        }
+        let account = self.reader.account(address)?;
+        self.accounts.insert(address, account);
+        Ok(account)
+    }
+
+    /// Applies a change set (already expressed as a diff) to the current state.
+    pub fn apply(&mut self, diff: &StateDiff) {
+        for (address, change) in &diff.accounts {
+            self.accounts.insert(*address, change.account);
+            let slots = self.slots.entry(*address).or_default();
+            if change.storage_cleared {
+                slots.cleared = true;
+                slots.values.clear();
+            }
+            slots.values.extend(change.storage.iter().map(|(k, v)| (*k, *v)));
+        }
+        for (hash, code) in &diff.codes {
+            self.codes.entry(*hash).or_insert_with(|| Bytecode::new_raw(code.clone()));
+        }
+    }
+
+    /// Turns one transaction's (or system call's) journal output into its diff and applies it.
+    pub fn commit_evm_state(&mut self, state: EvmState, spec: SpecId) -> StateDiff {
+        let diff = evm_state_diff(&state, spec);
+        // Keep revm's analysed code so it is not analysed again.
+        for account in state.into_values() {
+            if let Some(code) = account.info.code {
+                if diff.codes.contains_key(&account.info.code_hash) {
+                    self.codes.entry(account.info.code_hash).or_insert(code);
+                }
+            }
+        }
+        self.apply(&diff);
+        diff
+    }
+
+    /// Adds `amount` to a balance outside any transaction (rewards, withdrawals) and returns
+    /// the change, following EIP-161 for an account left empty.
+    pub fn add_balance(
+        &mut self,
+        address: Address,
+        amount: U256,
+        spec: SpecId,
+    ) -> Result<StateDiff, StorageError> {
+        let before = self.account(address)?;
+        let mut after = before.unwrap_or_else(|| Account::with_balance(U256::ZERO));
+        after.balance = after.balance.saturating_add(amount);
+        let after = (!(after.is_empty() && spec.is_enabled_in(SpecId::SPURIOUS_DRAGON))).then_some(after);
+        let mut diff = StateDiff::default();
+        if after != before {
+            diff.accounts.insert(address, AccountDiff { account: after, ..Default::default() });
+            self.apply(&diff);
+        }
+        Ok(diff)
+    }
+}
+
+/// The diff of one transaction's journal output: every touched account that really changed.
+pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for (address, account) in state {
+        if !account.is_touched() {
+            continue;
+        }
+        let info = &account.info;
+        let removed = account.is_selfdestructed()
+            || (spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) && account.is_empty());
+        let after = (!removed).then(|| Account { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash });
+        let before = (!account.is_loaded_as_not_existing()).then(|| {
+            let original = account.original_info();
+            Account { nonce: original.nonce, balance: original.balance, code_hash: original.code_hash }
+        });
+        let storage_cleared = account.is_selfdestructed() || account.is_created();
+        let storage = if removed {
+            Default::default()
+        } else if storage_cleared {
+            account.storage.iter().filter(|(_, s)| !s.present_value.is_zero())
+                .map(|(k, s)| (*k, s.present_value)).collect()
+        } else {
+            account.changed_storage_slots().map(|(k, s)| (*k, s.present_value)).collect()
+        };
+        // A destroyed account is a change whenever it existed before; a created one always is.
+        let changed = after != before || (storage_cleared && before.is_some()) || account.is_created()
+            || !std::collections::BTreeMap::is_empty(&storage);
+        if !changed {
+            continue;
+        }
+        if let Some(after) = &after {
+            if after.code_hash != KECCAK256_EMPTY && before.map(|b| b.code_hash) != Some(after.code_hash) {
+                if let Some(code) = &info.code {
+                    diff.codes.insert(after.code_hash, code.original_bytes());
+                }
+            }
+        }
+        diff.accounts.insert(*address, AccountDiff { account: after, storage_cleared, storage });
+    }
+    diff
+}
+
+fn to_revm_info(account: Account) -> AccountInfo {
+    let mut info = AccountInfo::default();
+    info.balance = account.balance;
+    info.nonce = account.nonce;
+    info.code_hash = account.code_hash;
+    info.code = (account.code_hash == KECCAK256_EMPTY).then(Bytecode::default);
+    info
+}
+
+impl<R: StateReader> Database for BlockState<R> {
+    type Error = StorageError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StorageError> {
+        Ok(self.account(address)?.map(to_revm_info))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StorageError> {
+        if code_hash == KECCAK256_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        if let Some(code) = self.codes.get(&code_hash) {
+            return Ok(code.clone());
+        }
+        let code = self.reader.code(code_hash)?.ok_or(StorageError::MissingCode(code_hash))?;
+        self.codes.insert(code_hash, code.clone());
+        Ok(code)
+    }
+
+    fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        let slots = self.slots.entry(address).or_default();
+        if let Some(value) = slots.values.get(&slot) {
+            return Ok(*value);
+        }
+        if slots.cleared {
+            return Ok(U256::ZERO);
+        }
+        let value = self.reader.storage(address, slot)?;
+        slots.values.insert(slot, value);
+        Ok(value)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, StorageError> {
+        if let Some((parent, hash)) = self.parent {
+            if parent == number {
+                return Ok(hash);
+            }
+        }
+        self.reader.block_hash(number)?.ok_or(StorageError::MissingBlockHash(number))
+    }
+}

@@ -1,0 +1,204 @@
+//! The executor's output, the same for every path, and the field-by-field comparison of two.
+
+use crate::state::{AccountDiff, StateDiff};
+use alloy_primitives::{Address, Bloom, Log, logs_bloom};
+use revm::context::result::{ExecutionResult, InvalidTransaction};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A transaction receipt (EIP-2718 typed, post-Byzantium status form).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub tx_type: u8,
+    pub success: bool,
+    pub cumulative_gas_used: u64,
+    pub logs: Vec<Log>,
+    pub logs_bloom: Bloom,
+}
+
+impl Receipt {
+    pub fn new(tx_type: u8, success: bool, cumulative_gas_used: u64, logs: Vec<Log>) -> Self {
+        let logs_bloom = logs_bloom(&logs);
+        Self { tx_type, success, cumulative_gas_used, logs, logs_bloom }
+    }
+}
+
+/// What one transaction did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxOutcome {
+    /// The execution result, or why the transaction is invalid (and so was not executed).
+    pub result: Result<ExecutionResult, InvalidTransaction>,
+    /// `None` for an invalid transaction.
+    pub receipt: Option<Receipt>,
+    /// The state this transaction changed; empty for an invalid transaction.
+    pub changes: StateDiff,
+}
+
+impl TxOutcome {
+    pub fn invalid(reason: InvalidTransaction) -> Self {
+        Self { result: Err(reason), receipt: None, changes: StateDiff::default() }
+    }
+
+    pub fn gas_used(&self) -> u64 {
+        self.result.as_ref().map_or(0, ExecutionResult::tx_gas_used)
+    }
+}
+
+/// Counters a path reports about how it executed a block; not part of the comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionStats {
+    /// Per transaction: times executed (1 for a sequential run).
+    pub executions: Vec<u32>,
+    /// Per transaction: validations of its read set.
+    pub validations: Vec<u32>,
+    /// Per transaction: incarnations aborted by a failed validation.
+    pub aborts: Vec<u32>,
+    /// Per transaction: times it was suspended on a dependency.
+    pub suspensions: Vec<u32>,
+    /// The block was (or fell back to being) executed sequentially.
+    pub sequential: bool,
+}
+
+impl ExecutionStats {
+    pub fn sequential(txs: usize) -> Self {
+        Self { executions: vec![1; txs], validations: vec![0; txs], aborts: vec![0; txs],
+               suspensions: vec![0; txs], sequential: true }
+    }
+
+    /// Executions beyond the first, over all transactions.
+    pub fn re_executions(&self) -> u64 {
+        self.executions.iter().map(|&n| u64::from(n.saturating_sub(1))).sum()
+    }
+}
+
+/// What a block did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockOutcome {
+    pub txs: Vec<TxOutcome>,
+    /// Changes of the block-level effects before the transactions (system calls).
+    pub pre_block: StateDiff,
+    /// Changes of the block-level effects after the transactions (rewards, withdrawals,
+    /// request system calls).
+    pub post_block: StateDiff,
+    /// Every change of the block merged: what `Storage::commit` applies.
+    pub diff: StateDiff,
+    pub gas_used: u64,
+    pub stats: ExecutionStats,
+}
+
+impl BlockOutcome {
+    pub fn receipts(&self) -> impl Iterator<Item = &Receipt> {
+        self.txs.iter().filter_map(|tx| tx.receipt.as_ref())
+    }
+
+    /// The first invalid transaction: its index and reason.
+    pub fn first_invalid(&self) -> Option<(usize, &InvalidTransaction)> {
+        self.txs.iter().enumerate().find_map(|(i, tx)| tx.result.as_ref().err().map(|e| (i, e)))
+    }
+
+    /// The first field where `self` and `other` differ, ignoring execution statistics.
+    pub fn first_difference(&self, other: &BlockOutcome) -> Option<Divergence> {
+        first_difference(self, other)
+    }
+}
+
+/// Where two outcomes of the same block first differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// The transaction index, or `None` for a block-level field.
+    pub tx: Option<usize>,
+    /// The field, e.g. `gas_used`, `logs[1]` or `changes.0xab…cd.storage[0x01]`.
+    pub field: String,
+    pub left: String,
+    pub right: String,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tx {
+            Some(tx) => write!(f, "tx {tx}, {}: {} != {}", self.field, self.left, self.right),
+            None => write!(f, "block, {}: {} != {}", self.field, self.left, self.right),
+        }
+    }
+}
+
+fn diverge(tx: Option<usize>, field: impl Into<String>, left: impl fmt::Debug, right: impl fmt::Debug) -> Option<Divergence> {
+    Some(Divergence { tx, field: field.into(), left: format!("{left:?}"), right: format!("{right:?}") })
+}
+
+fn check<T: PartialEq + fmt::Debug>(tx: Option<usize>, field: &str, left: T, right: T) -> Option<Divergence> {
+    if left == right { None } else { diverge(tx, field, left, right) }
+}
+
+fn first_difference(a: &BlockOutcome, b: &BlockOutcome) -> Option<Divergence> {
+    check(None, "tx_count", a.txs.len(), b.txs.len())
+        .or_else(|| diff_state(None, "pre_block", &a.pre_block, &b.pre_block))
+        .or_else(|| a.txs.iter().zip(&b.txs).enumerate().find_map(|(i, (x, y))| diff_tx(i, x, y)))
+        .or_else(|| diff_state(None, "post_block", &a.post_block, &b.post_block))
+        .or_else(|| check(None, "gas_used", a.gas_used, b.gas_used))
+        .or_else(|| diff_state(None, "diff", &a.diff, &b.diff))
+}
+
+fn status(result: &Result<ExecutionResult, InvalidTransaction>) -> String {
+    match result {
+        Ok(ExecutionResult::Success { reason, .. }) => format!("success ({reason:?})"),
+        Ok(ExecutionResult::Revert { .. }) => "revert".into(),
+        Ok(ExecutionResult::Halt { reason, .. }) => format!("halt ({reason:?})"),
+        Err(invalid) => format!("invalid ({invalid})"),
+    }
+}
+
+fn diff_tx(i: usize, a: &TxOutcome, b: &TxOutcome) -> Option<Divergence> {
+    let tx = Some(i);
+    let (ra, rb) = match (&a.result, &b.result) {
+        (Ok(ra), Ok(rb)) => (ra, rb),
+        _ => return check(tx, "status", status(&a.result), status(&b.result)),
+    };
+    check(tx, "status", status(&a.result), status(&b.result))
+        .or_else(|| check(tx, "gas_used", ra.tx_gas_used(), rb.tx_gas_used()))
+        .or_else(|| check(tx, "gas_spent", ra.gas().total_gas_spent(), rb.gas().total_gas_spent()))
+        .or_else(|| check(tx, "refund", ra.gas().final_refunded(), rb.gas().final_refunded()))
+        .or_else(|| check(tx, "output", ra.output(), rb.output()))
+        .or_else(|| check(tx, "created_address", ra.created_address(), rb.created_address()))
+        .or_else(|| check(tx, "logs.len", ra.logs().len(), rb.logs().len()))
+        .or_else(|| {
+            ra.logs().iter().zip(rb.logs()).enumerate()
+                .find_map(|(j, (x, y))| check(tx, &format!("logs[{j}]"), x, y))
+        })
+        .or_else(|| check(tx, "result", ra, rb))
+        .or_else(|| check(tx, "receipt", &a.receipt, &b.receipt))
+        .or_else(|| diff_state(tx, "changes", &a.changes, &b.changes))
+}
+
+/// The first difference between two state diffs, naming account and field.
+pub fn diff_state(tx: Option<usize>, name: &str, a: &StateDiff, b: &StateDiff) -> Option<Divergence> {
+    let addresses: std::collections::BTreeSet<&Address> = a.accounts.keys().chain(b.accounts.keys()).collect();
+    for address in addresses {
+        let field = format!("{name}.{address}");
+        let found = match (a.accounts.get(address), b.accounts.get(address)) {
+            (Some(x), Some(y)) => diff_account(tx, &field, x, y),
+            (x, y) => check(tx, &field, x, y),
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    check(tx, &format!("{name}.codes"), a.codes.keys().collect::<Vec<_>>(), b.codes.keys().collect())
+        .or_else(|| check(tx, &format!("{name}.block_hashes"), &a.block_hashes, &b.block_hashes))
+}
+
+fn diff_account(tx: Option<usize>, field: &str, a: &AccountDiff, b: &AccountDiff) -> Option<Divergence> {
+    match (&a.account, &b.account) {
+        (Some(x), Some(y)) => check(tx, &format!("{field}.nonce"), x.nonce, y.nonce)
+            .or_else(|| check(tx, &format!("{field}.balance"), x.balance, y.balance))
+            .or_else(|| check(tx, &format!("{field}.code_hash"), x.code_hash, y.code_hash)),
+        (x, y) => check(tx, &format!("{field}.exists"), x.is_some(), y.is_some()),
+    }
+    .or_else(|| check(tx, &format!("{field}.storage_cleared"), a.storage_cleared, b.storage_cleared))
+    .or_else(|| {
+        let slots: std::collections::BTreeSet<_> = a.storage.keys().chain(b.storage.keys()).collect();
+        slots.into_iter().find_map(|slot| {
+            check(tx, &format!("{field}.storage[{slot:#x}]"), a.storage.get(slot), b.storage.get(slot))
+        })
+    })
+}

@@ -1,0 +1,70 @@
+//! The sequential reference path: the block's transactions one after another on revm.
+
+use crate::{
+    block::Block,
+    block_state::BlockState,
+    effects,
+    error::ExecutionError,
+    outcome::{BlockOutcome, ExecutionStats, Receipt, TxOutcome},
+    state::StateDiff,
+    storage::{StateReader, Storage},
+};
+use revm::{
+    Context, ExecuteEvm, MainBuilder, MainContext,
+    context::result::{EVMError, ExecutionResult},
+};
+
+/// Executes `block` on the last committed state of `storage`, in order.
+///
+/// An invalid transaction is recorded as such and changes nothing; the block goes on with
+/// the next one. Only a storage failure or an invalid header stops the block.
+pub fn execute<S: Storage + ?Sized>(storage: &S, block: &Block) -> Result<BlockOutcome, ExecutionError> {
+    execute_on_reader(storage.reader()?, block)
+}
+
+/// [`execute`] on a reader the caller already holds.
+pub fn execute_on_reader<R: StateReader>(reader: R, block: &Block) -> Result<BlockOutcome, ExecutionError> {
+    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let mut state = BlockState::new(reader, parent);
+    let pre_block = effects::pre_block(block, &mut state)?;
+
+    let mut evm = Context::mainnet()
+        .with_db(&mut state)
+        .with_block(block.block_env())
+        .with_cfg(block.cfg_env())
+        .build_mainnet();
+    let mut txs = Vec::with_capacity(block.transactions.len());
+    let mut cumulative_gas = 0u64;
+    for (index, tx) in block.transactions.iter().enumerate() {
+        match evm.transact(tx.clone()) {
+            Ok(output) => {
+                let changes = evm.ctx.journaled_state.database.commit_evm_state(output.state, block.spec);
+                cumulative_gas += output.result.tx_gas_used();
+                txs.push(executed(tx.tx_type, output.result, cumulative_gas, changes));
+            }
+            Err(EVMError::Transaction(invalid)) => txs.push(TxOutcome::invalid(invalid)),
+            Err(e) => return Err(ExecutionError::from_evm(e, format_args!("tx {index}"))),
+        }
+    }
+    drop(evm);
+
+    let post_block = effects::post_block(block, &mut state)?;
+    Ok(assemble(pre_block, txs, post_block, ExecutionStats::sequential(block.transactions.len())))
+}
+
+/// The outcome of one executed transaction.
+pub(crate) fn executed(tx_type: u8, result: ExecutionResult, cumulative_gas: u64, changes: StateDiff) -> TxOutcome {
+    let receipt = Receipt::new(tx_type, result.is_success(), cumulative_gas, result.logs().to_vec());
+    TxOutcome { result: Ok(result), receipt: Some(receipt), changes }
+}
+
+/// Merges the parts of a block's execution into its outcome.
+pub(crate) fn assemble(pre_block: StateDiff, txs: Vec<TxOutcome>, post_block: StateDiff, stats: ExecutionStats) -> BlockOutcome {
+    let mut diff = pre_block.clone();
+    for tx in &txs {
+        diff.merge(&tx.changes);
+    }
+    diff.merge(&post_block);
+    let gas_used = txs.iter().map(TxOutcome::gas_used).sum();
+    BlockOutcome { txs, pre_block, post_block, diff, gas_used, stats }
+}
