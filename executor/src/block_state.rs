@@ -120,7 +120,7 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
             Account { nonce: original.nonce, balance: original.balance, code_hash: original.code_hash }
         });
         let storage_cleared = account.is_selfdestructed() || account.is_created();
-        let storage = if removed {
+        let storage: std::collections::BTreeMap<U256, U256> = if removed {
             Default::default()
         } else if storage_cleared {
             account.storage.iter().filter(|(_, s)| !s.present_value.is_zero())
@@ -128,9 +128,11 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
         } else {
             account.changed_storage_slots().map(|(k, s)| (*k, s.present_value)).collect()
         };
-        // A destroyed account is a change whenever it existed before; a created one always is.
-        let changed = after != before || (storage_cleared && before.is_some()) || account.is_created()
-            || !std::collections::BTreeMap::is_empty(&storage);
+        // A wipe is a change if the account existed before or exists after; an account created
+        // and destroyed within the transaction leaves no trace.
+        let changed = after != before
+            || (storage_cleared && (before.is_some() || after.is_some()))
+            || !storage.is_empty();
         if !changed {
             continue;
         }

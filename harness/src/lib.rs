@@ -1,1 +1,7 @@
+//! lockstep-harness: workloads, and comparison and timing of executor runs.
 
+pub mod asm;
+pub mod contracts;
+pub mod workloads;
+
+pub use workloads::{Workload, WorkloadKind};
