@@ -1,1 +1,4 @@
+//! lockstep-ethtests: Ethereum test fixtures through every executor path.
 
+pub mod fixtures;
+pub mod schema;

@@ -1,0 +1,112 @@
+//! Finding fixture sets: a directory, or a `.tar.zst` archive unpacked once into a cache.
+
+use std::{
+    fs,
+    io::{self, Read},
+    path::{Path, PathBuf},
+};
+
+/// Why a fixture set could not be made available.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a fixture directory or .tar.zst archive")]
+    NotFixtures { path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FixtureError + '_ {
+    move |source| FixtureError::Io { path: path.to_path_buf(), source }
+}
+
+/// The workspace root, where `.cache/` lives.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate sits in the workspace").to_path_buf()
+}
+
+/// The cache folder for unpacked archives: `$LOCKSTEP_CACHE` or `<workspace>/.cache`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("LOCKSTEP_CACHE").map_or_else(|| workspace_root().join(".cache"), PathBuf::from)
+}
+
+/// Where the Ethereum test fixtures are: `$ETHTESTS_DIR`, else `../shared/ethtests` beside the
+/// workspace, if it exists.
+pub fn default_ethtests_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("ETHTESTS_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let shared = workspace_root().join("../shared/ethtests");
+    shared.exists().then_some(shared)
+}
+
+/// Makes `path` browsable as a directory: a directory is returned as is; a `.tar.zst`
+/// archive is unpacked under the cache (once; a marker file records a complete unpack).
+pub fn materialize(path: &Path) -> Result<PathBuf, FixtureError> {
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let Some(stem) = name.strip_suffix(".tar.zst") else {
+        return Err(FixtureError::NotFixtures { path: path.to_path_buf() });
+    };
+    let target = cache_dir().join("fixtures").join(stem);
+    let marker = target.join(".complete");
+    let archive_len = fs::metadata(path).map_err(io_err(path))?.len().to_string();
+    if fs::read_to_string(&marker).is_ok_and(|len| len == archive_len) {
+        return Ok(target);
+    }
+    // Unpack beside the target and rename, so a killed unpack never looks complete.
+    let partial = target.with_extension("partial");
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial).map_err(io_err(&partial))?;
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let decoder = zstd::Decoder::new(file).map_err(io_err(path))?;
+    tar::Archive::new(decoder).unpack(&partial).map_err(io_err(path))?;
+    fs::write(partial.join(".complete"), &archive_len).map_err(io_err(&partial))?;
+    let _ = fs::remove_dir_all(&target);
+    fs::rename(&partial, &target).map_err(io_err(&target))?;
+    Ok(target)
+}
+
+/// Every archive or directory inside a fixture root, made browsable.
+pub fn materialize_all(root: &Path) -> Result<Vec<PathBuf>, FixtureError> {
+    if !root.is_dir() {
+        return Ok(vec![materialize(root)?]);
+    }
+    let mut archives: Vec<PathBuf> = fs::read_dir(root)
+        .map_err(io_err(root))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".tar.zst")))
+        .collect();
+    if archives.is_empty() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    archives.sort();
+    archives.iter().map(|a| materialize(a)).collect()
+}
+
+/// Every `.json` file under `dir`, sorted.
+pub fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Reads a whole file (fixtures are read once each).
+pub fn read(path: &Path) -> Result<String, FixtureError> {
+    let mut text = String::new();
+    fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map_err(io_err(path))?;
+    Ok(text)
+}
