@@ -2,7 +2,7 @@
 //! changes so far, with reads cached. It is the `revm::Database` of the sequential path.
 
 use crate::{
-    state::{Account, AccountDiff, StateDiff},
+    state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
 };
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256, map::HashMap};
@@ -92,9 +92,7 @@ impl<R: StateReader> BlockState<R> {
         spec: SpecId,
     ) -> Result<StateDiff, StorageError> {
         let before = self.account(address)?;
-        let mut after = before.unwrap_or_else(|| Account::with_balance(U256::ZERO));
-        after.balance = after.balance.saturating_add(amount);
-        let after = (!(after.is_empty() && spec.is_enabled_in(SpecId::SPURIOUS_DRAGON))).then_some(after);
+        let after = credited(before, amount, spec);
         let mut diff = StateDiff::default();
         if after != before {
             diff.accounts.insert(address, AccountDiff { account: after, ..Default::default() });

@@ -74,6 +74,14 @@ pub fn post_block<R: StateReader>(block: &Block, state: &mut BlockState<R>) -> R
     Ok(diff)
 }
 
+/// Whether [`post_block`] has anything to do for this block.
+pub fn has_post_block(block: &Block) -> bool {
+    block.block_effects
+        && (block_reward(block.spec).is_some()
+            || (block.spec.is_enabled_in(SpecId::SHANGHAI) && !block.withdrawals.is_empty())
+            || block.spec.is_enabled_in(SpecId::PRAGUE))
+}
+
 /// The pre-merge block reward in wei, if the fork pays one.
 fn block_reward(spec: SpecId) -> Option<u128> {
     if spec.is_enabled_in(SpecId::MERGE) {

@@ -1,6 +1,7 @@
 //! lockstep-executor: one block model, one outcome, several ways to execute.
 //!
 //! - [`sequential`]: the reference path, transactions in order on revm.
+//! - [`parallel`]: Block-STM, bit-identical to the sequential path.
 //! - [`storage`]: the [`Storage`] trait with an in-memory and an MDBX store.
 //! - [`root`]: state root and logs hash.
 
@@ -9,6 +10,7 @@ pub mod block_state;
 pub mod effects;
 pub mod error;
 pub mod outcome;
+pub mod parallel;
 pub mod root;
 pub mod sequential;
 pub mod state;
@@ -16,6 +18,7 @@ pub mod storage;
 
 pub use block::{Block, Ommer, Withdrawal};
 pub use error::ExecutionError;
+pub use parallel::ParallelConfig;
 pub use outcome::{BlockOutcome, Divergence, ExecutionStats, Receipt, TxOutcome};
 pub use root::{logs_hash, state_root};
 pub use state::{Account, AccountDiff, Alloc, GenesisAccount, StateDiff};

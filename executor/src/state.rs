@@ -24,6 +24,15 @@ impl Account {
     }
 }
 
+/// `account` after a balance credit that touches it: created if absent, and removed when left
+/// empty once EIP-161 (Spurious Dragon) is active.
+pub fn credited(account: Option<Account>, amount: U256, spec: revm::primitives::hardfork::SpecId) -> Option<Account> {
+    let mut after = account.unwrap_or_else(|| Account::with_balance(U256::ZERO));
+    after.balance = after.balance.saturating_add(amount);
+    let removed = after.is_empty() && spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON);
+    (!removed).then_some(after)
+}
+
 /// One account of a pre-state allocation (genesis `alloc`, state test `pre`, snapshot pre-state).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisAccount {

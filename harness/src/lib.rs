@@ -2,6 +2,7 @@
 
 pub mod asm;
 pub mod contracts;
+pub mod random_block;
 pub mod workloads;
 
 pub use workloads::{Workload, WorkloadKind};

@@ -1,0 +1,336 @@
+//! The Block-STM parallel path.
+//!
+//! Workers pull execution and validation tasks from a shared [`scheduler`]; transactions read
+//! and write through the [`mv_memory`]; every read is validated after execution, and a
+//! transaction whose reads went stale runs again. Fees to the beneficiary and value to
+//! code-less recipients of plain transfers are credits that need no read of the balance, and
+//! are resolved in block order at the end. The outcome is the sequential path's, bit for bit.
+
+mod chaos;
+mod mv_memory;
+mod scheduler;
+mod vm;
+
+use crate::{
+    block::Block,
+    block_state::BlockState,
+    effects,
+    error::ExecutionError,
+    outcome::{BlockOutcome, ExecutionStats, TxOutcome},
+    sequential,
+    state::{Account, AccountDiff, credited},
+    storage::{StateReader, Storage},
+};
+use alloy_primitives::Address;
+use chaos::Chaos;
+use mv_memory::Version;
+use scheduler::{Scheduler, Task};
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
+};
+use vm::{Attempt, Base, Shared, TxOutput, Vm};
+
+/// How the parallel path runs a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParallelConfig {
+    /// Worker threads, the calling thread included.
+    pub threads: NonZeroUsize,
+    /// Seed of the schedule perturbation, for determinism checks; `None` in production.
+    pub chaos: Option<u64>,
+    /// Blocks with fewer transactions run sequentially.
+    pub min_txs: usize,
+    /// Blocks whose transactions' gas limits sum to less run sequentially.
+    pub min_gas: u64,
+    /// Finish sequentially once re-executions show the block is a dependency chain.
+    pub adaptive: bool,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            chaos: None,
+            min_txs: 4,
+            min_gas: 400_000,
+            adaptive: true,
+        }
+    }
+}
+
+impl ParallelConfig {
+    pub fn with_threads(threads: usize) -> Self {
+        Self { threads: NonZeroUsize::new(threads).unwrap_or(NonZeroUsize::MIN), ..Self::default() }
+    }
+
+    /// Every block through Block-STM, however small, and no adaptive fallback: for tests.
+    pub fn always_parallel(threads: usize) -> Self {
+        Self { min_txs: 0, min_gas: 0, adaptive: false, ..Self::with_threads(threads) }
+    }
+}
+
+/// Executes `block` on the last committed state of `storage` with Block-STM.
+pub fn execute<S: Storage + ?Sized>(
+    storage: &S,
+    block: &Block,
+    config: &ParallelConfig,
+) -> Result<BlockOutcome, ExecutionError> {
+    let txs = block.transactions.len();
+    if txs < config.min_txs.max(2) || block.gas_limit_sum() < config.min_gas {
+        return sequential::execute(storage, block);
+    }
+    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
+
+    let shared = Shared::new(block);
+    let run = Run::new(&shared, config);
+    std::thread::scope(|scope| {
+        for worker in 1..config.threads.get() {
+            let (run, pre_block) = (&run, &pre_block);
+            scope.spawn(move || run.work(worker, || storage.reader(), pre_block));
+        }
+        run.work(0, || storage.reader(), &pre_block);
+    });
+    if let Some(error) = run.error.lock().expect("error lock poisoned").take() {
+        return Err(error);
+    }
+
+    let base = Base { reader: storage.reader()?, pre_block: &pre_block };
+    let mut vm = Vm::new(&shared, base);
+    if run.fell_back.load(Ordering::Relaxed) {
+        finish_in_order(&shared, &run, &mut vm)?;
+    }
+    let outputs: Vec<TxOutput> = run
+        .outputs
+        .into_iter()
+        .map(|o| o.into_inner().expect("output lock poisoned").expect("every transaction executed"))
+        .collect();
+    let stats = ExecutionStats {
+        executions: run.executions.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
+        validations: collect(&run.scheduler, |c| &c.validations),
+        aborts: collect(&run.scheduler, |c| &c.aborts),
+        suspensions: collect(&run.scheduler, |c| &c.suspensions),
+        sequential: false,
+    };
+    let txs = resolve_credits(block, outputs, vm.base())?;
+    let post_block = if effects::has_post_block(block) {
+        let mut state = BlockState::new(storage.reader()?, parent);
+        state.apply(&pre_block);
+        for tx in &txs {
+            state.apply(&tx.changes);
+        }
+        effects::post_block(block, &mut state)?
+    } else {
+        Default::default()
+    };
+    Ok(sequential::assemble(pre_block, txs, post_block, stats))
+}
+
+fn collect(scheduler: &Scheduler, field: impl Fn(&scheduler::TxCounters) -> &AtomicUsize) -> Vec<u32> {
+    scheduler.counters.iter().map(|c| field(c).load(Ordering::Relaxed) as u32).collect()
+}
+
+/// State of one parallel run, shared by its workers.
+struct Run<'a> {
+    shared: &'a Shared<'a>,
+    config: &'a ParallelConfig,
+    scheduler: Scheduler,
+    outputs: Vec<Mutex<Option<TxOutput>>>,
+    executions: Vec<AtomicU32>,
+    error: Mutex<Option<ExecutionError>>,
+    fell_back: std::sync::atomic::AtomicBool,
+    total_executions: AtomicUsize,
+    total_reruns: AtomicUsize,
+}
+
+impl<'a> Run<'a> {
+    fn new(shared: &'a Shared<'a>, config: &'a ParallelConfig) -> Self {
+        let txs = shared.block.transactions.len();
+        Self {
+            shared,
+            config,
+            scheduler: Scheduler::new(txs),
+            outputs: (0..txs).map(|_| Mutex::default()).collect(),
+            executions: (0..txs).map(|_| AtomicU32::new(0)).collect(),
+            error: Mutex::default(),
+            fell_back: Default::default(),
+            total_executions: AtomicUsize::new(0),
+            total_reruns: AtomicUsize::new(0),
+        }
+    }
+
+    fn fail(&self, error: ExecutionError) {
+        self.error.lock().expect("error lock poisoned").get_or_insert(error);
+        self.scheduler.halt();
+    }
+
+    /// One worker's loop: take a task, run it, repeat until the block is done.
+    fn work<R: StateReader>(
+        &self,
+        worker: usize,
+        reader: impl FnOnce() -> Result<R, crate::storage::StorageError>,
+        pre_block: &'a crate::state::StateDiff,
+    ) {
+        let reader = match reader() {
+            Ok(reader) => reader,
+            Err(e) => return self.fail(e.into()),
+        };
+        let mut vm = Vm::new(self.shared, Base { reader, pre_block });
+        let mut chaos = self.config.chaos.map(|seed| Chaos::new(seed, worker));
+        let mut task: Option<Task> = None;
+        while !self.scheduler.is_done() {
+            if let Some(chaos) = &mut chaos {
+                chaos.delay();
+                if task.is_none() {
+                    task = chaos
+                        .extra_validation(self.outputs.len())
+                        .and_then(|tx| self.scheduler.extra_validation(tx));
+                }
+            }
+            task = match task {
+                Some(Task::Execute(version)) => self.execute(&mut vm, version),
+                Some(Task::Validate(version)) => self.validate(version),
+                None => {
+                    let prefer_execution = chaos.as_mut().is_some_and(Chaos::prefer_execution);
+                    match self.scheduler.next_task(prefer_execution) {
+                        Some(task) => Some(task),
+                        None => {
+                            std::hint::spin_loop();
+                            None
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    fn execute<R: StateReader>(&self, vm: &mut Vm<'_, R>, version: Version) -> Option<Task> {
+        loop {
+            self.executions[version.tx].fetch_add(1, Ordering::Relaxed);
+            let executions = self.total_executions.fetch_add(1, Ordering::Relaxed) + 1;
+            match vm.execute(version.tx) {
+                Err(e) => {
+                    self.fail(e);
+                    return None;
+                }
+                Ok(Attempt::Blocked(blocker)) => {
+                    self.total_reruns.fetch_add(1, Ordering::Relaxed);
+                    self.check_chain(executions);
+                    if self.scheduler.add_dependency(version.tx, blocker) {
+                        return None;
+                    }
+                }
+                Ok(Attempt::Done(output, writes)) => {
+                    let wrote_new = self.shared.mv.record(version, writes);
+                    *self.outputs[version.tx].lock().expect("output lock poisoned") = Some(output);
+                    return self.scheduler.finish_execution(version, wrote_new);
+                }
+            }
+        }
+    }
+
+    fn validate(&self, version: Version) -> Option<Task> {
+        let valid = {
+            let output = self.outputs[version.tx].lock().expect("output lock poisoned");
+            let reads = &output.as_ref().expect("validated after execution").reads;
+            reads.iter().all(|r| self.shared.mv.still_valid(&r.location, version.tx, r.mode, &r.origin))
+        };
+        let aborted = !valid && self.scheduler.try_validation_abort(version);
+        if aborted {
+            self.shared.mv.convert_writes_to_estimates(version.tx);
+            self.total_reruns.fetch_add(1, Ordering::Relaxed);
+            self.check_chain(self.total_executions.load(Ordering::Relaxed));
+        }
+        self.scheduler.finish_validation(version.tx, aborted)
+    }
+
+    /// Stops the parallel run once aborts and suspensions show a dependency chain: the rest is
+    /// finished in order by [`finish_in_order`], reusing every execution that is still valid.
+    fn check_chain(&self, executions: usize) {
+        if !self.config.adaptive {
+            return;
+        }
+        let reruns = self.total_reruns.load(Ordering::Relaxed);
+        let warmup = 8 * self.config.threads.get() + 16;
+        if executions >= warmup && reruns * 3 > executions {
+            self.fell_back.store(true, Ordering::Relaxed);
+            self.scheduler.halt();
+        }
+    }
+}
+
+/// Completes a halted run in block order: keeps each output whose reads are still valid and
+/// re-executes the rest, now against final values of every earlier transaction.
+fn finish_in_order<R: StateReader>(shared: &Shared<'_>, run: &Run<'_>, vm: &mut Vm<'_, R>) -> Result<(), ExecutionError> {
+    for tx in 0..shared.block.transactions.len() {
+        let mut output = run.outputs[tx].lock().expect("output lock poisoned");
+        // Only an executed transaction's writes are in the memory (not estimates).
+        let valid = run.scheduler.is_executed(tx)
+            && output.as_ref().is_some_and(|o| {
+                o.reads.iter().all(|r| shared.mv.still_valid(&r.location, tx, r.mode, &r.origin))
+            });
+        if valid {
+            continue;
+        }
+        run.executions[tx].fetch_add(1, Ordering::Relaxed);
+        match vm.execute(tx)? {
+            Attempt::Done(new_output, writes) => {
+                let incarnation = run.scheduler.incarnation(tx) + 1;
+                shared.mv.record(Version { tx, incarnation }, writes);
+                *output = Some(new_output);
+            }
+            Attempt::Blocked(blocker) => {
+                return Err(ExecutionError::Evm {
+                    context: format!("tx {tx}"),
+                    message: format!("blocked on tx {blocker} although every earlier tx is final"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Turns the final outputs into outcomes: credits become full account states, in block order,
+/// exactly as sequential execution would have written them.
+fn resolve_credits<R: StateReader>(
+    block: &Block,
+    outputs: Vec<TxOutput>,
+    base: &Base<'_, R>,
+) -> Result<Vec<TxOutcome>, ExecutionError> {
+    let credited_accounts: std::collections::HashSet<Address> =
+        outputs.iter().flat_map(|o| o.credits.iter().map(|(a, _)| *a)).collect();
+    let mut current: HashMap<Address, Option<Account>> = HashMap::new();
+    let mut cumulative_gas = 0;
+    let mut txs = Vec::with_capacity(outputs.len());
+    for (index, output) in outputs.into_iter().enumerate() {
+        let TxOutput { result, mut changes, credits, .. } = output;
+        for (address, change) in &changes.accounts {
+            if credited_accounts.contains(address) {
+                current.insert(*address, change.account);
+            }
+        }
+        for (address, amount) in credits {
+            let before = match current.get(&address) {
+                Some(account) => *account,
+                None => base.account(address)?,
+            };
+            let after = credited(before, amount, block.spec);
+            current.insert(address, after);
+            if after != before {
+                changes.accounts.insert(address, AccountDiff { account: after, ..Default::default() });
+            }
+        }
+        match result {
+            Ok(result) => {
+                cumulative_gas += result.tx_gas_used();
+                txs.push(sequential::executed(block.transactions[index].tx_type, result, cumulative_gas, changes));
+            }
+            Err(invalid) => txs.push(TxOutcome::invalid(invalid)),
+        }
+    }
+    Ok(txs)
+}

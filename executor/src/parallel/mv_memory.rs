@@ -1,0 +1,243 @@
+//! Multi-version memory: for every location, the writes of each transaction's latest
+//! incarnation, so a transaction reads exactly what the transactions before it wrote.
+
+use crate::state::Account;
+use alloy_primitives::{Address, U256, map::DefaultHashBuilder};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasher, Hash},
+    sync::Mutex,
+};
+
+pub(crate) type TxIdx = usize;
+pub(crate) type Incarnation = u32;
+
+/// One incarnation of one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Version {
+    pub(crate) tx: TxIdx,
+    pub(crate) incarnation: Incarnation,
+}
+
+/// A unit of state that transactions read and write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Location {
+    /// Nonce, balance and code hash, or the account's absence.
+    Account(Address),
+    Storage(Address, U256),
+    /// Written by a transaction that wiped the account's storage (self-destruct, creation):
+    /// slots not written since read as zero.
+    Wipe(Address),
+}
+
+/// What a transaction wrote at a location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    Account(Option<Account>),
+    Storage(U256),
+    Wipe,
+    /// A balance credit applied on top of whatever precedes it (fees to the beneficiary,
+    /// plain transfers to a recipient): no read of the balance was needed.
+    Credit(U256),
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Written(Incarnation, Write),
+    /// The writer was aborted; its next incarnation will probably write here again.
+    Estimate,
+}
+
+/// The versions a read depended on: the write it found (or none: the base state), and the
+/// credits stacked on top of it, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) base: Option<Version>,
+    pub(crate) credits: Vec<Version>,
+}
+
+/// A read of a location: what it depended on and what it found (`None`: the base state).
+#[derive(Clone, Debug)]
+pub(crate) struct Found {
+    pub(crate) origin: Origin,
+    pub(crate) write: Option<Write>,
+    /// Credits to apply on top, oldest first.
+    pub(crate) credits: Vec<U256>,
+}
+
+/// A read hit the estimate of transaction `blocker`: wait until it re-executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocked(pub(crate) TxIdx);
+
+/// How a read treats credits stacked on the latest write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadMode {
+    /// The full value: every credit is part of it.
+    Full,
+    /// Only what credits never change (code hash, nonce): credits are skipped.
+    IgnoreCredits,
+}
+
+type Versions = BTreeMap<TxIdx, Entry>;
+
+const SHARDS: usize = 256;
+
+/// The multi-version store, sharded by location to keep lock contention low.
+pub(crate) struct MvMemory {
+    shards: Vec<Mutex<HashMap<Location, Versions, DefaultHashBuilder>>>,
+    hasher: DefaultHashBuilder,
+    /// Locations each transaction's latest incarnation wrote.
+    last_written: Vec<Mutex<Vec<Location>>>,
+}
+
+impl std::fmt::Debug for MvMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MvMemory").field("txs", &self.last_written.len()).finish_non_exhaustive()
+    }
+}
+
+impl MvMemory {
+    pub(crate) fn new(txs: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: DefaultHashBuilder::default(),
+            last_written: (0..txs).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, location: &Location) -> std::sync::MutexGuard<'_, HashMap<Location, Versions, DefaultHashBuilder>> {
+        let index = self.hasher.hash_one(location) as usize % SHARDS;
+        self.shards[index].lock().expect("mv memory lock poisoned")
+    }
+
+    /// Records the writes of `version`, replacing its previous incarnation's. Returns whether it
+    /// wrote a location the previous incarnation did not (later reads must be revalidated).
+    pub(crate) fn record(&self, version: Version, writes: Vec<(Location, Write)>) -> bool {
+        let locations: Vec<Location> = writes.iter().map(|(l, _)| *l).collect();
+        for (location, write) in writes {
+            self.shard(&location)
+                .entry(location)
+                .or_default()
+                .insert(version.tx, Entry::Written(version.incarnation, write));
+        }
+        let mut previous = self.last_written[version.tx].lock().expect("lock poisoned");
+        let mut wrote_new = false;
+        for location in &locations {
+            if !previous.contains(location) {
+                wrote_new = true;
+            }
+        }
+        for stale in previous.iter().filter(|l| !locations.contains(l)) {
+            if let Some(versions) = self.shard(stale).get_mut(stale) {
+                versions.remove(&version.tx);
+            }
+        }
+        *previous = locations;
+        wrote_new
+    }
+
+    /// Marks every write of `tx` as an estimate (after its incarnation was aborted).
+    pub(crate) fn convert_writes_to_estimates(&self, tx: TxIdx) {
+        let written = self.last_written[tx].lock().expect("lock poisoned");
+        for location in written.iter() {
+            if let Some(versions) = self.shard(location).get_mut(location) {
+                versions.insert(tx, Entry::Estimate);
+            }
+        }
+    }
+
+    /// What transaction `tx` reads at `location`.
+    pub(crate) fn read(&self, location: &Location, tx: TxIdx, mode: ReadMode) -> Result<Found, Blocked> {
+        let shard = self.shard(location);
+        let mut found = Found { origin: Origin::default(), write: None, credits: Vec::new() };
+        let Some(versions) = shard.get(location) else { return Ok(found) };
+        for (&writer, entry) in versions.range(..tx).rev() {
+            match entry {
+                Entry::Estimate => return Err(Blocked(writer)),
+                Entry::Written(incarnation, Write::Credit(amount)) => {
+                    if mode == ReadMode::Full {
+                        found.origin.credits.push(Version { tx: writer, incarnation: *incarnation });
+                        found.credits.push(*amount);
+                    }
+                }
+                Entry::Written(incarnation, write) => {
+                    found.origin.base = Some(Version { tx: writer, incarnation: *incarnation });
+                    found.write = Some(write.clone());
+                    break;
+                }
+            }
+        }
+        found.credits.reverse();
+        Ok(found)
+    }
+
+    /// Whether a read made earlier would still find the same versions.
+    pub(crate) fn still_valid(&self, location: &Location, tx: TxIdx, mode: ReadMode, origin: &Origin) -> bool {
+        self.read(location, tx, mode).is_ok_and(|found| found.origin == *origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
+        Version { tx, incarnation }
+    }
+
+    fn slot(i: u64) -> Location {
+        Location::Storage(Address::ZERO, U256::from(i))
+    }
+
+    fn account(balance: u64) -> Write {
+        Write::Account(Some(Account::with_balance(U256::from(balance))))
+    }
+
+    #[test]
+    fn reads_see_the_highest_lower_write() {
+        let mv = MvMemory::new(4);
+        mv.record(v(0, 0), vec![(slot(1), Write::Storage(U256::from(10)))]);
+        mv.record(v(2, 0), vec![(slot(1), Write::Storage(U256::from(20)))]);
+        let at = |tx| mv.read(&slot(1), tx, ReadMode::Full).unwrap();
+        assert_eq!(at(0).write, None, "tx 0 reads the base state");
+        assert_eq!(at(1).write, Some(Write::Storage(U256::from(10))));
+        assert_eq!(at(2).origin.base, Some(v(0, 0)));
+        assert_eq!(at(3).write, Some(Write::Storage(U256::from(20))));
+        assert_eq!(at(3).origin.base, Some(v(2, 0)));
+    }
+
+    #[test]
+    fn estimates_block_and_new_incarnations_replace() {
+        let mv = MvMemory::new(3);
+        assert!(mv.record(v(1, 0), vec![(slot(1), Write::Storage(U256::from(1)))]));
+        let before = mv.read(&slot(1), 2, ReadMode::Full).unwrap().origin;
+        mv.convert_writes_to_estimates(1);
+        assert_eq!(mv.read(&slot(1), 2, ReadMode::Full).unwrap_err(), Blocked(1));
+        assert!(!mv.still_valid(&slot(1), 2, ReadMode::Full, &before));
+        // The next incarnation writes the same slot plus a new one, and drops nothing.
+        assert!(mv.record(v(1, 1), vec![(slot(1), Write::Storage(U256::from(2))), (slot(2), Write::Storage(U256::from(3)))]));
+        assert_eq!(mv.read(&slot(1), 2, ReadMode::Full).unwrap().origin.base, Some(v(1, 1)));
+        // A third incarnation that no longer writes slot 2 removes its old entry.
+        assert!(!mv.record(v(1, 2), vec![(slot(1), Write::Storage(U256::from(2)))]));
+        assert_eq!(mv.read(&slot(2), 2, ReadMode::Full).unwrap().write, None);
+    }
+
+    #[test]
+    fn credits_stack_on_the_latest_write() {
+        let mv = MvMemory::new(5);
+        let a = Location::Account(Address::ZERO);
+        mv.record(v(0, 0), vec![(a, account(100))]);
+        mv.record(v(1, 0), vec![(a, Write::Credit(U256::from(5)))]);
+        mv.record(v(3, 0), vec![(a, Write::Credit(U256::from(7)))]);
+        let full = mv.read(&a, 4, ReadMode::Full).unwrap();
+        assert_eq!(full.write, Some(account(100)));
+        assert_eq!(full.credits, vec![U256::from(5), U256::from(7)]);
+        assert_eq!(full.origin.credits, vec![v(3, 0), v(1, 0)]);
+        // A credit-blind read depends on the write only, so a new credit does not invalidate it.
+        let blind = mv.read(&a, 4, ReadMode::IgnoreCredits).unwrap();
+        assert!(blind.credits.is_empty());
+        mv.record(v(2, 0), vec![(a, Write::Credit(U256::from(1)))]);
+        assert!(mv.still_valid(&a, 4, ReadMode::IgnoreCredits, &blind.origin));
+        assert!(!mv.still_valid(&a, 4, ReadMode::Full, &full.origin));
+    }
+}

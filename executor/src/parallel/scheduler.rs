@@ -1,0 +1,303 @@
+//! The collaborative scheduler of Block-STM: execution and validation indices that worker
+//! threads pull tasks from, transaction statuses, and suspension on dependencies.
+
+use super::mv_memory::{Incarnation, TxIdx, Version};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    ReadyToExecute,
+    Executing,
+    Executed,
+    Aborting,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Task {
+    Execute(Version),
+    Validate(Version),
+}
+
+/// Per-transaction counters for the outcome's statistics.
+#[derive(Debug, Default)]
+pub(crate) struct TxCounters {
+    pub(crate) validations: AtomicUsize,
+    pub(crate) aborts: AtomicUsize,
+    pub(crate) suspensions: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    txs: usize,
+    execution_idx: AtomicUsize,
+    validation_idx: AtomicUsize,
+    /// Bumped whenever an index moves down, so `check_done` can tell nothing moved meanwhile.
+    decrease_count: AtomicUsize,
+    active_tasks: AtomicUsize,
+    done: AtomicBool,
+    status: Vec<Mutex<(Incarnation, Status)>>,
+    /// Transactions suspended until the keyed transaction finishes executing.
+    dependents: Vec<Mutex<Vec<TxIdx>>>,
+    pub(crate) counters: Vec<TxCounters>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(txs: usize) -> Self {
+        Self {
+            txs,
+            execution_idx: AtomicUsize::new(0),
+            validation_idx: AtomicUsize::new(0),
+            decrease_count: AtomicUsize::new(0),
+            active_tasks: AtomicUsize::new(0),
+            done: AtomicBool::new(txs == 0),
+            status: (0..txs).map(|_| Mutex::new((0, Status::ReadyToExecute))).collect(),
+            dependents: (0..txs).map(|_| Mutex::default()).collect(),
+            counters: (0..txs).map(|_| TxCounters::default()).collect(),
+        }
+    }
+
+    fn status(&self, tx: TxIdx) -> std::sync::MutexGuard<'_, (Incarnation, Status)> {
+        self.status[tx].lock().expect("scheduler lock poisoned")
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Stops every worker at its next task pick-up (on an error, or to fall back).
+    pub(crate) fn halt(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    /// Whether a transaction's latest incarnation finished and was not aborted since.
+    pub(crate) fn is_executed(&self, tx: TxIdx) -> bool {
+        self.status(tx).1 == Status::Executed
+    }
+
+    /// The incarnation a transaction is at.
+    pub(crate) fn incarnation(&self, tx: TxIdx) -> Incarnation {
+        self.status(tx).0
+    }
+
+    fn decrease_execution_idx(&self, target: TxIdx) {
+        self.execution_idx.fetch_min(target, Ordering::SeqCst);
+        self.decrease_count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn decrease_validation_idx(&self, target: TxIdx) {
+        self.validation_idx.fetch_min(target, Ordering::SeqCst);
+        self.decrease_count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn check_done(&self) {
+        let observed = self.decrease_count.load(Ordering::SeqCst);
+        if self.execution_idx.load(Ordering::SeqCst).min(self.validation_idx.load(Ordering::SeqCst)) >= self.txs
+            && self.active_tasks.load(Ordering::SeqCst) == 0
+            && observed == self.decrease_count.load(Ordering::SeqCst)
+        {
+            self.done.store(true, Ordering::Release);
+        }
+    }
+
+    /// Claims the next incarnation of `tx` if it is ready to execute.
+    fn try_incarnate(&self, tx: TxIdx) -> Option<Version> {
+        if tx >= self.txs {
+            return None;
+        }
+        let mut status = self.status(tx);
+        if status.1 == Status::ReadyToExecute {
+            status.1 = Status::Executing;
+            return Some(Version { tx, incarnation: status.0 });
+        }
+        None
+    }
+
+    fn next_version_to_execute(&self) -> Option<Version> {
+        if self.execution_idx.load(Ordering::SeqCst) >= self.txs {
+            self.check_done();
+            return None;
+        }
+        self.active_tasks.fetch_add(1, Ordering::SeqCst);
+        let tx = self.execution_idx.fetch_add(1, Ordering::SeqCst);
+        let version = self.try_incarnate(tx);
+        if version.is_none() {
+            self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        }
+        version
+    }
+
+    fn next_version_to_validate(&self) -> Option<Version> {
+        if self.validation_idx.load(Ordering::SeqCst) >= self.txs {
+            self.check_done();
+            return None;
+        }
+        self.active_tasks.fetch_add(1, Ordering::SeqCst);
+        let tx = self.validation_idx.fetch_add(1, Ordering::SeqCst);
+        if tx < self.txs {
+            let (incarnation, status) = *self.status(tx);
+            if status == Status::Executed {
+                return Some(Version { tx, incarnation });
+            }
+        }
+        self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+
+    /// The next task, or `None` when there is nothing to do right now. `prefer_execution`
+    /// inverts the usual preference for validation (the chaos option's out-of-order pick-up).
+    pub(crate) fn next_task(&self, prefer_execution: bool) -> Option<Task> {
+        let validate_first = self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst);
+        if validate_first != prefer_execution {
+            self.next_version_to_validate().map(Task::Validate).or_else(|| self.next_version_to_execute().map(Task::Execute))
+        } else {
+            self.next_version_to_execute().map(Task::Execute).or_else(|| self.next_version_to_validate().map(Task::Validate))
+        }
+    }
+
+    /// Suspends `tx` until `blocker` finishes executing. Returns false if `blocker` already has,
+    /// in which case `tx` should simply execute again.
+    pub(crate) fn add_dependency(&self, tx: TxIdx, blocker: TxIdx) -> bool {
+        let mut dependents = self.dependents[blocker].lock().expect("scheduler lock poisoned");
+        if self.status(blocker).1 == Status::Executed {
+            return false;
+        }
+        self.status(tx).1 = Status::Aborting;
+        dependents.push(tx);
+        drop(dependents);
+        self.counters[tx].suspensions.fetch_add(1, Ordering::Relaxed);
+        self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        true
+    }
+
+    fn set_ready(&self, tx: TxIdx) {
+        let mut status = self.status(tx);
+        *status = (status.0 + 1, Status::ReadyToExecute);
+    }
+
+    /// Marks `version` executed, resumes its dependents, and returns its validation task if
+    /// this worker should run it right away.
+    pub(crate) fn finish_execution(&self, version: Version, wrote_new_location: bool) -> Option<Task> {
+        self.status(version.tx).1 = Status::Executed;
+        let dependents = std::mem::take(&mut *self.dependents[version.tx].lock().expect("scheduler lock poisoned"));
+        if let Some(min) = dependents.iter().min().copied() {
+            for tx in dependents {
+                self.set_ready(tx);
+            }
+            self.decrease_execution_idx(min);
+        }
+        if self.validation_idx.load(Ordering::SeqCst) > version.tx {
+            if !wrote_new_location {
+                return Some(Task::Validate(version));
+            }
+            self.decrease_validation_idx(version.tx);
+        }
+        self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+
+    /// Claims the right to abort `version` after a failed validation (only one validator wins).
+    pub(crate) fn try_validation_abort(&self, version: Version) -> bool {
+        let mut status = self.status(version.tx);
+        if *status == (version.incarnation, Status::Executed) {
+            status.1 = Status::Aborting;
+            self.counters[version.tx].aborts.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Ends a validation; after an abort, returns the re-execution if this worker should run it.
+    pub(crate) fn finish_validation(&self, tx: TxIdx, aborted: bool) -> Option<Task> {
+        self.counters[tx].validations.fetch_add(1, Ordering::Relaxed);
+        if aborted {
+            self.set_ready(tx);
+            self.decrease_validation_idx(tx + 1);
+            if self.execution_idx.load(Ordering::SeqCst) > tx {
+                if let Some(version) = self.try_incarnate(tx) {
+                    return Some(Task::Execute(version));
+                }
+            }
+        }
+        self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+
+    /// An extra validation of an executed transaction (the chaos option): always safe, since a
+    /// stale read set found this way is aborted and re-executed like any other.
+    pub(crate) fn extra_validation(&self, tx: TxIdx) -> Option<Task> {
+        if tx >= self.txs || self.is_done() {
+            return None;
+        }
+        self.active_tasks.fetch_add(1, Ordering::SeqCst);
+        let (incarnation, status) = *self.status(tx);
+        if status == Status::Executed && tx < self.validation_idx.load(Ordering::SeqCst) {
+            return Some(Task::Validate(Version { tx, incarnation }));
+        }
+        self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
+        Version { tx, incarnation }
+    }
+
+    #[test]
+    fn single_worker_executes_then_validates_in_order() {
+        let s = Scheduler::new(2);
+        assert_eq!(s.next_task(false), Some(Task::Execute(v(0, 0))));
+        // Tx 0 finished before its validation index was passed: no immediate validation.
+        assert_eq!(s.finish_execution(v(0, 0), true), None);
+        assert_eq!(s.next_task(false), Some(Task::Validate(v(0, 0))));
+        assert_eq!(s.finish_validation(0, false), None);
+        assert_eq!(s.next_task(false), Some(Task::Execute(v(1, 0))));
+        assert_eq!(s.finish_execution(v(1, 0), false), None);
+        assert_eq!(s.next_task(false), Some(Task::Validate(v(1, 0))));
+        assert_eq!(s.finish_validation(1, false), None);
+        assert!(!s.is_done());
+        assert_eq!(s.next_task(false), None);
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn failed_validation_reexecutes_with_a_new_incarnation() {
+        let s = Scheduler::new(2);
+        let e0 = s.next_task(false).unwrap();
+        let e1 = s.next_task(true).unwrap();
+        assert_eq!((e0, e1), (Task::Execute(v(0, 0)), Task::Execute(v(1, 0))));
+        assert_eq!(s.finish_execution(v(1, 0), false), None);
+        assert_eq!(s.finish_execution(v(0, 0), false), None);
+        assert_eq!(s.next_task(false), Some(Task::Validate(v(0, 0))));
+        assert_eq!(s.finish_validation(0, false), None);
+        assert_eq!(s.next_task(false), Some(Task::Validate(v(1, 0))));
+        assert!(s.try_validation_abort(v(1, 0)));
+        assert!(!s.try_validation_abort(v(1, 0)), "only one validator aborts an incarnation");
+        assert_eq!(s.finish_validation(1, true), Some(Task::Execute(v(1, 1))));
+        // The validation index is past tx 1, so its new incarnation is validated right away.
+        assert_eq!(s.finish_execution(v(1, 1), false), Some(Task::Validate(v(1, 1))));
+        assert_eq!(s.finish_validation(1, false), None);
+        assert_eq!(s.next_task(false), None);
+        assert!(s.is_done());
+        assert_eq!(s.counters[1].aborts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn suspended_transaction_resumes_after_its_blocker() {
+        let s = Scheduler::new(2);
+        let _ = s.next_task(false); // execute 0
+        let _ = s.next_task(true); // execute 1
+        assert!(s.add_dependency(1, 0), "tx 0 is still executing");
+        assert_eq!(s.finish_execution(v(0, 0), false), None);
+        // Tx 1 is ready again with incarnation 1, and the execution index moved back to it.
+        assert_eq!(s.next_task(true), Some(Task::Execute(v(1, 1))));
+        assert!(!s.add_dependency(1, 0), "a finished blocker does not suspend");
+        assert_eq!(s.counters[1].suspensions.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,364 @@
+//! Executing one transaction incarnation against the multi-version memory: a `revm::Database`
+//! that records what it read, and a handler that defers the beneficiary's fee.
+
+use super::mv_memory::{Blocked, Found, Location, MvMemory, Origin, ReadMode, TxIdx, Write};
+use crate::{
+    block::Block,
+    block_state::evm_state_diff,
+    error::ExecutionError,
+    state::{Account, StateDiff, credited},
+    storage::{StateReader, StorageError},
+};
+use alloy_primitives::{Address, B256, KECCAK256_EMPTY, TxKind, U256};
+use revm::{
+    Context, Database, ExecuteEvm, MainBuilder, MainContext, MainnetEvm,
+    bytecode::Bytecode,
+    context::{
+        BlockEnv, CfgEnv, ContextSetters, ContextTr, JournalTr, TxEnv,
+        result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
+    },
+    context_interface::Transaction,
+    handler::{EthFrame, EvmTr, EvmTrError, FrameResult, FrameTr, Handler},
+    interpreter::interpreter_action::FrameInit,
+    precompile::{PrecompileSpecId, Precompiles},
+    primitives::hardfork::SpecId,
+    state::{AccountInfo, EvmState},
+};
+use std::{collections::HashMap, marker::PhantomData, sync::RwLock};
+
+/// One read of one location, as validation re-checks it.
+#[derive(Clone, Debug)]
+pub(crate) struct Read {
+    pub(crate) location: Location,
+    pub(crate) mode: ReadMode,
+    pub(crate) origin: Origin,
+}
+
+/// What an incarnation produced.
+#[derive(Clone, Debug)]
+pub(crate) struct TxOutput {
+    pub(crate) result: Result<ExecutionResult, InvalidTransaction>,
+    /// The changes that are final as they stand (everything but credits).
+    pub(crate) changes: StateDiff,
+    /// Balance credits applied without reading the balance: resolved in block order at the end.
+    pub(crate) credits: Vec<(Address, U256)>,
+    pub(crate) reads: Vec<Read>,
+}
+
+/// Why a read could not complete.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ViewError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("blocked on transaction {}", .0.0)]
+    Blocked(Blocked),
+}
+
+impl revm::database_interface::DBErrorMarker for ViewError {}
+
+/// The state before the block's transactions: the store plus the pre-block system calls.
+#[derive(Debug)]
+pub(crate) struct Base<'a, R> {
+    pub(crate) reader: R,
+    pub(crate) pre_block: &'a StateDiff,
+}
+
+impl<R: StateReader> Base<'_, R> {
+    pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
+        match self.pre_block.accounts.get(&address) {
+            Some(change) => Ok(change.account),
+            None => self.reader.account(address),
+        }
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        if let Some(change) = self.pre_block.accounts.get(&address) {
+            if let Some(value) = change.storage.get(&slot) {
+                return Ok(*value);
+            }
+            if change.storage_cleared {
+                return Ok(U256::ZERO);
+            }
+        }
+        self.reader.storage(address, slot)
+    }
+
+    fn code(&self, hash: B256) -> Result<Option<Bytecode>, StorageError> {
+        match self.pre_block.codes.get(&hash) {
+            Some(code) => Ok(Some(Bytecode::new_raw(code.clone()))),
+            None => self.reader.code(hash),
+        }
+    }
+}
+
+/// Code deployed during the block, shared by all workers. Keyed by hash, so an entry from an
+/// aborted incarnation is still correct for anyone who finds its hash.
+pub(crate) type CodeCache = RwLock<HashMap<B256, Bytecode>>;
+
+/// What every worker shares for one block.
+#[derive(Debug)]
+pub(crate) struct Shared<'a> {
+    pub(crate) block: &'a Block,
+    pub(crate) mv: MvMemory,
+    pub(crate) codes: CodeCache,
+    block_env: BlockEnv,
+    cfg_env: CfgEnv,
+    precompiles: &'static Precompiles,
+}
+
+impl<'a> Shared<'a> {
+    pub(crate) fn new(block: &'a Block) -> Self {
+        Self {
+            block,
+            mv: MvMemory::new(block.transactions.len()),
+            codes: RwLock::default(),
+            block_env: block.block_env(),
+            cfg_env: block.cfg_env(),
+            precompiles: Precompiles::new(PrecompileSpecId::from_spec_id(block.spec)),
+        }
+    }
+
+    /// The recipient of a plain value transfer, whose balance can be credited lazily: it must
+    /// not be the sender, the beneficiary or a precompile, and no authorization may touch it.
+    fn lazy_recipient_candidate(&self, tx: &TxEnv) -> Option<Address> {
+        let TxKind::Call(to) = tx.kind else { return None };
+        let plain = !tx.value.is_zero()
+            && to != tx.caller
+            && to != self.block.beneficiary
+            && tx.authorization_list.is_empty()
+            && !self.precompiles.contains(&to);
+        plain.then_some(to)
+    }
+}
+
+/// The `Database` of one worker: reads go through the multi-version memory at the current
+/// transaction's index and are recorded for validation.
+#[derive(Debug)]
+pub(crate) struct TxView<'a, R> {
+    shared: &'a Shared<'a>,
+    base: Base<'a, R>,
+    tx: TxIdx,
+    lazy_candidate: Option<Address>,
+    lazy_engaged: bool,
+    reads: Vec<Read>,
+}
+
+impl<R: StateReader> TxView<'_, R> {
+    fn read(&mut self, location: Location, mode: ReadMode) -> Result<Found, ViewError> {
+        let found = self.shared.mv.read(&location, self.tx, mode).map_err(ViewError::Blocked)?;
+        self.reads.push(Read { location, mode, origin: found.origin.clone() });
+        Ok(found)
+    }
+
+    fn account(&mut self, address: Address, mode: ReadMode) -> Result<Option<Account>, ViewError> {
+        let found = self.read(Location::Account(address), mode)?;
+        let mut account = match found.write {
+            Some(Write::Account(account)) => account,
+            _ => self.base.account(address)?,
+        };
+        for credit in found.credits {
+            account = credited(account, credit, self.shared.block.spec);
+        }
+        Ok(account)
+    }
+}
+
+fn revm_info(account: Account) -> AccountInfo {
+    let mut info = AccountInfo::default();
+    info.balance = account.balance;
+    info.nonce = account.nonce;
+    info.code_hash = account.code_hash;
+    info.code = (account.code_hash == KECCAK256_EMPTY).then(Bytecode::default);
+    info
+}
+
+impl<R: StateReader> Database for TxView<'_, R> {
+    type Error = ViewError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
+        if self.lazy_candidate == Some(address) {
+            // A code-less recipient of a plain transfer is only credited: read it blind to
+            // earlier credits and hand revm a zero balance, so the transfer's result is the
+            // credit itself.
+            let account = self.account(address, ReadMode::IgnoreCredits)?;
+            if account.is_none_or(|a| a.code_hash == KECCAK256_EMPTY) {
+                self.lazy_engaged = true;
+                return Ok(account.map(|a| revm_info(Account { balance: U256::ZERO, ..a })));
+            }
+            self.lazy_candidate = None;
+        }
+        Ok(self.account(address, ReadMode::Full)?.map(revm_info))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
+        if code_hash == KECCAK256_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        if let Some(code) = self.shared.codes.read().expect("code cache poisoned").get(&code_hash) {
+            return Ok(code.clone());
+        }
+        Ok(self.base.code(code_hash)?.ok_or(StorageError::MissingCode(code_hash))?)
+    }
+
+    fn storage(&mut self, address: Address, slot: U256) -> Result<U256, ViewError> {
+        let found = self.read(Location::Storage(address, slot), ReadMode::Full)?;
+        let wipe = self.read(Location::Wipe(address), ReadMode::Full)?;
+        let written_at = found.origin.base.map(|v| v.tx);
+        let wiped_at = wipe.origin.base.map(|v| v.tx);
+        match (found.write, wiped_at) {
+            (Some(Write::Storage(value)), wiped) if wiped <= written_at => Ok(value),
+            (_, Some(_)) => Ok(U256::ZERO),
+            _ => Ok(self.base.storage(address, slot)?),
+        }
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, ViewError> {
+        let block = self.shared.block;
+        if let Some(hash) = block.parent_hash.filter(|_| number + 1 == block.number) {
+            return Ok(hash);
+        }
+        if let Some(hash) = self.base.pre_block.block_hashes.get(&number) {
+            return Ok(*hash);
+        }
+        Ok(self.base.reader.block_hash(number)?.ok_or(StorageError::MissingBlockHash(number))?)
+    }
+}
+
+/// revm's mainnet handler with the beneficiary's fee left out, so that paying it does not
+/// make every transaction read the beneficiary: the fee becomes a lazy credit instead.
+struct DeferredFee<EVM>(PhantomData<EVM>);
+
+impl<EVM> Handler for DeferredFee<EVM>
+where
+    EVM: EvmTr<Context: ContextTr<Journal: JournalTr<State = EvmState>>, Frame = EthFrame>,
+    EVMError<<<EVM::Context as ContextTr>::Db as Database>::Error, InvalidTransaction>: EvmTrError<EVM>,
+    EthFrame: FrameTr<FrameResult = FrameResult, FrameInit = FrameInit>,
+{
+    type Evm = EVM;
+    type Error = EVMError<<<EVM::Context as ContextTr>::Db as Database>::Error, InvalidTransaction>;
+    type HaltReason = HaltReason;
+
+    fn reward_beneficiary(&self, _evm: &mut EVM, _result: &mut FrameResult) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// One worker's reusable EVM.
+pub(crate) struct Vm<'a, R: StateReader> {
+    evm: MainnetEvm<Context<BlockEnv, TxEnv, CfgEnv, TxView<'a, R>>>,
+}
+
+impl<R: StateReader> std::fmt::Debug for Vm<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm").finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one attempt to execute an incarnation.
+pub(crate) enum Attempt {
+    Done(TxOutput, Vec<(Location, Write)>),
+    Blocked(TxIdx),
+}
+
+impl<'a, R: StateReader> Vm<'a, R> {
+    pub(crate) fn new(shared: &'a Shared<'a>, base: Base<'a, R>) -> Self {
+        let view = TxView { shared, base, tx: 0, lazy_candidate: None, lazy_engaged: false, reads: Vec::new() };
+        let evm = Context::mainnet()
+            .with_db(view)
+            .with_block(shared.block_env.clone())
+            .with_cfg(shared.cfg_env.clone())
+            .build_mainnet();
+        Self { evm }
+    }
+
+    pub(crate) fn base(&self) -> &Base<'a, R> {
+        &self.evm.ctx.journaled_state.database.base
+    }
+
+    /// Executes transaction `tx` once, against what the transactions before it wrote.
+    pub(crate) fn execute(&mut self, tx: TxIdx) -> Result<Attempt, ExecutionError> {
+        let shared = self.evm.ctx.journaled_state.database.shared;
+        let block = shared.block;
+        let tx_env = &block.transactions[tx];
+        let view = &mut self.evm.ctx.journaled_state.database;
+        view.tx = tx;
+        view.lazy_candidate = shared.lazy_recipient_candidate(tx_env);
+        view.lazy_engaged = false;
+        view.reads.clear();
+
+        self.evm.ctx.set_tx(tx_env.clone());
+        let outcome = DeferredFee(PhantomData).run(&mut self.evm);
+        let mut state = self.evm.finalize();
+        let view = &mut self.evm.ctx.journaled_state.database;
+        let reads = std::mem::take(&mut view.reads);
+        let result = match outcome {
+            Ok(result) => result,
+            Err(EVMError::Transaction(invalid)) => {
+                let output = TxOutput { result: Err(invalid), changes: StateDiff::default(), credits: Vec::new(), reads };
+                return Ok(Attempt::Done(output, Vec::new()));
+            }
+            Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => return Ok(Attempt::Blocked(blocker)),
+            Err(EVMError::Database(ViewError::Storage(e))) => return Err(e.into()),
+            Err(e) => return Err(ExecutionError::Evm { context: format!("tx {tx}"), message: e.to_string() }),
+        };
+
+        let mut credits = Vec::new();
+        if view.lazy_engaged {
+            let recipient = view.lazy_candidate.expect("engaged implies a candidate");
+            if let Some(account) = state.remove(&recipient) {
+                if account.is_touched() && !account.info.balance.is_zero() {
+                    credits.push((recipient, account.info.balance));
+                }
+            }
+        }
+        let fee = beneficiary_fee(tx_env, block, &result);
+        match state.get_mut(&block.beneficiary) {
+            // The transaction read the beneficiary itself: pay the fee as revm would have.
+            Some(account) => {
+                account.mark_touch();
+                account.info.balance = account.info.balance.saturating_add(fee);
+            }
+            None => credits.push((block.beneficiary, fee)),
+        }
+
+        let changes = evm_state_diff(&state, block.spec);
+        if !changes.codes.is_empty() {
+            let mut codes = shared.codes.write().expect("code cache poisoned");
+            for account in state.values() {
+                if let Some(code) = &account.info.code {
+                    if changes.codes.contains_key(&account.info.code_hash) {
+                        codes.entry(account.info.code_hash).or_insert_with(|| code.clone());
+                    }
+                }
+            }
+        }
+        let writes = write_set(&changes, &credits);
+        Ok(Attempt::Done(TxOutput { result: Ok(result), changes, credits, reads }, writes))
+    }
+}
+
+/// The fee revm's `reward_beneficiary` would have paid.
+fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 {
+    let base_fee = u128::from(block.base_fee);
+    let price = tx.effective_gas_price(base_fee);
+    let price = if block.spec.is_enabled_in(SpecId::LONDON) { price.saturating_sub(base_fee) } else { price };
+    U256::from(price) * U256::from(result.tx_gas_used())
+}
+
+/// The multi-version writes of an incarnation's changes and credits.
+fn write_set(changes: &StateDiff, credits: &[(Address, U256)]) -> Vec<(Location, Write)> {
+    let mut writes = Vec::new();
+    for (address, change) in &changes.accounts {
+        writes.push((Location::Account(*address), Write::Account(change.account)));
+        if change.storage_cleared {
+            writes.push((Location::Wipe(*address), Write::Wipe));
+        }
+        for (slot, value) in &change.storage {
+            writes.push((Location::Storage(*address, *slot), Write::Storage(*value)));
+        }
+    }
+    for (address, amount) in credits {
+        writes.push((Location::Account(*address), Write::Credit(*amount)));
+    }
+    writes
+}

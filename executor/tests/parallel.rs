@@ -1,0 +1,75 @@
+//! The parallel path is bit-identical to the sequential one: per tx, per block, per root.
+
+mod common;
+
+use common::run;
+use lockstep_executor::{
+    BlockOutcome, InMemoryStorage, ParallelConfig, StateDiff, Storage, parallel, state_root,
+};
+use lockstep_harness::{Workload, WorkloadKind};
+
+fn parallel_run(workload: &Workload, config: &ParallelConfig) -> (BlockOutcome, alloy_primitives::B256) {
+    let mut store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
+    let outcome = parallel::execute(&store, &workload.block, config).expect("block executes");
+    store.commit(&outcome.diff).unwrap();
+    (outcome, state_root(&store).unwrap())
+}
+
+fn assert_identical(workload: &Workload, config: &ParallelConfig) -> BlockOutcome {
+    let (sequential, sequential_root) = run(&workload.alloc, &workload.block);
+    let (parallel, parallel_root) = parallel_run(workload, config);
+    if let Some(divergence) = sequential.first_difference(&parallel) {
+        panic!("{} with {config:?}: {divergence}", workload.name);
+    }
+    assert_eq!(sequential_root, parallel_root);
+    assert_eq!(sequential.txs, parallel.txs);
+    parallel
+}
+
+#[test]
+fn workloads_match_sequential_at_every_thread_count() {
+    for kind in WorkloadKind::ALL {
+        let workload = kind.generate(150 * kind.gas_per_tx());
+        for threads in [1, 2, 3, 8] {
+            let outcome = assert_identical(&workload, &ParallelConfig::always_parallel(threads));
+            assert!(!outcome.stats.sequential);
+            assert_eq!(outcome.stats.executions.len(), workload.block.transactions.len());
+        }
+    }
+}
+
+#[test]
+fn workloads_match_sequential_under_chaos() {
+    for kind in WorkloadKind::ALL {
+        let workload = kind.generate(60 * kind.gas_per_tx());
+        for seed in 0..4 {
+            let config = ParallelConfig { chaos: Some(seed), ..ParallelConfig::always_parallel(3) };
+            assert_identical(&workload, &config);
+        }
+    }
+}
+
+#[test]
+fn independent_transfers_do_not_reexecute() {
+    // Every transfer pays the same beneficiary, yet none reads it: no re-execution at all.
+    let workload = WorkloadKind::RawTransfers.generate(300 * 21_000);
+    let outcome = assert_identical(&workload, &ParallelConfig::always_parallel(2));
+    assert_eq!(outcome.stats.re_executions(), 0, "{:?}", outcome.stats);
+}
+
+#[test]
+fn dependent_chain_falls_back_and_still_matches() {
+    let workload = WorkloadKind::DependentChain.generate(400 * 26_000);
+    let config = ParallelConfig { min_txs: 0, min_gas: 0, ..ParallelConfig::with_threads(2) };
+    assert_identical(&workload, &config);
+    for seed in 0..3 {
+        assert_identical(&workload, &ParallelConfig { chaos: Some(seed), ..config.clone() });
+    }
+}
+
+#[test]
+fn small_blocks_take_the_sequential_path() {
+    let workload = WorkloadKind::Erc20Transfers.generate(2 * 50_400);
+    let outcome = assert_identical(&workload, &ParallelConfig::with_threads(2));
+    assert!(outcome.stats.sequential);
+}
