@@ -21,12 +21,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FixtureError + '_ {
 
 /// The workspace root, where `.cache/` lives.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("crate sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate sits in the workspace")
+        .to_path_buf()
 }
 
 /// The cache folder for unpacked archives: `$LOCKSTEP_CACHE` or `<workspace>/.cache`.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("LOCKSTEP_CACHE").map_or_else(|| workspace_root().join(".cache"), PathBuf::from)
+    std::env::var_os("LOCKSTEP_CACHE")
+        .map_or_else(|| workspace_root().join(".cache"), PathBuf::from)
 }
 
 /// Where the Ethereum test fixtures are: `$ETHTESTS_DIR`, else `../shared/ethtests` beside the

@@ -94,8 +94,13 @@ impl Block {
             blob_excess_gas_and_price: None,
             ..Default::default()
         };
-        if let Some(excess) = self.excess_blob_gas.filter(|_| self.spec.is_enabled_in(SpecId::CANCUN)) {
-            env.set_blob_excess_gas_and_price(excess, self.cfg_env().blob_base_fee_update_fraction());
+        if let Some(excess) =
+            self.excess_blob_gas.filter(|_| self.spec.is_enabled_in(SpecId::CANCUN))
+        {
+            env.set_blob_excess_gas_and_price(
+                excess,
+                self.cfg_env().blob_base_fee_update_fraction(),
+            );
         }
         env
     }

@@ -112,17 +112,29 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
         let info = &account.info;
         let removed = account.is_selfdestructed()
             || (spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) && account.is_empty());
-        let after = (!removed).then(|| Account { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash });
+        let after = (!removed).then(|| Account {
+            nonce: info.nonce,
+            balance: info.balance,
+            code_hash: info.code_hash,
+        });
         let before = (!account.is_loaded_as_not_existing()).then(|| {
             let original = account.original_info();
-            Account { nonce: original.nonce, balance: original.balance, code_hash: original.code_hash }
+            Account {
+                nonce: original.nonce,
+                balance: original.balance,
+                code_hash: original.code_hash,
+            }
         });
         let storage_cleared = account.is_selfdestructed() || account.is_created();
         let storage: std::collections::BTreeMap<U256, U256> = if removed {
             Default::default()
         } else if storage_cleared {
-            account.storage.iter().filter(|(_, s)| !s.present_value.is_zero())
-                .map(|(k, s)| (*k, s.present_value)).collect()
+            account
+                .storage
+                .iter()
+                .filter(|(_, s)| !s.present_value.is_zero())
+                .map(|(k, s)| (*k, s.present_value))
+                .collect()
         } else {
             account.changed_storage_slots().map(|(k, s)| (*k, s.present_value)).collect()
         };
@@ -135,7 +147,9 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
             continue;
         }
         if let Some(after) = &after {
-            if after.code_hash != KECCAK256_EMPTY && before.map(|b| b.code_hash) != Some(after.code_hash) {
+            if after.code_hash != KECCAK256_EMPTY
+                && before.map(|b| b.code_hash) != Some(after.code_hash)
+            {
                 if let Some(code) = &info.code {
                     diff.codes.insert(after.code_hash, code.original_bytes());
                 }

@@ -3,11 +3,13 @@
 //! They run on the same `BlockState` as the transactions, so every path that merges its
 //! transactions' changes into a `BlockState` applies them identically.
 
-use crate::{block::Block, block_state::BlockState, error::ExecutionError, state::StateDiff, storage::StateReader};
+use crate::{
+    block::Block, block_state::BlockState, error::ExecutionError, state::StateDiff,
+    storage::StateReader,
+};
 use alloy_primitives::{Address, Bytes, U256, address};
 use revm::{
-    Context, MainBuilder, MainContext, SystemCallEvm,
-    handler::SYSTEM_ADDRESS,
+    Context, MainBuilder, MainContext, SystemCallEvm, handler::SYSTEM_ADDRESS,
     primitives::hardfork::SpecId,
 };
 
@@ -16,15 +18,20 @@ pub const BEACON_ROOTS_ADDRESS: Address = address!("0x000F3df6D732807Ef1319fB7B8
 /// EIP-2935 block hash history contract.
 pub const HISTORY_STORAGE_ADDRESS: Address = address!("0x0000F90827F1C53a10cb7A02335B175320002935");
 /// EIP-7002 withdrawal request contract.
-pub const WITHDRAWAL_REQUEST_ADDRESS: Address = address!("0x00000961Ef480Eb55e80D19ad83579A64c007002");
+pub const WITHDRAWAL_REQUEST_ADDRESS: Address =
+    address!("0x00000961Ef480Eb55e80D19ad83579A64c007002");
 /// EIP-7251 consolidation request contract.
-pub const CONSOLIDATION_REQUEST_ADDRESS: Address = address!("0x0000BBdDc7CE488642fb579F8B00f3a590007251");
+pub const CONSOLIDATION_REQUEST_ADDRESS: Address =
+    address!("0x0000BBdDc7CE488642fb579F8B00f3a590007251");
 
 const ETHER: u128 = 1_000_000_000_000_000_000;
 const GWEI: u64 = 1_000_000_000;
 
 /// System calls before the block's transactions (EIP-4788, EIP-2935).
-pub fn pre_block<R: StateReader>(block: &Block, state: &mut BlockState<R>) -> Result<StateDiff, ExecutionError> {
+pub fn pre_block<R: StateReader>(
+    block: &Block,
+    state: &mut BlockState<R>,
+) -> Result<StateDiff, ExecutionError> {
     let mut diff = StateDiff::default();
     if !block.block_effects {
         return Ok(diff);
@@ -46,7 +53,10 @@ pub fn pre_block<R: StateReader>(block: &Block, state: &mut BlockState<R>) -> Re
 }
 
 /// Effects after the block's transactions: rewards, withdrawals, request system calls.
-pub fn post_block<R: StateReader>(block: &Block, state: &mut BlockState<R>) -> Result<StateDiff, ExecutionError> {
+pub fn post_block<R: StateReader>(
+    block: &Block,
+    state: &mut BlockState<R>,
+) -> Result<StateDiff, ExecutionError> {
     let mut diff = StateDiff::default();
     if !block.block_effects {
         return Ok(diff);
@@ -104,7 +114,8 @@ fn system_call<R: StateReader>(
     data: Bytes,
     must_succeed: bool,
 ) -> Result<StateDiff, ExecutionError> {
-    let has_code = state.account(contract)?.is_some_and(|a| a.code_hash != alloy_primitives::KECCAK256_EMPTY);
+    let has_code =
+        state.account(contract)?.is_some_and(|a| a.code_hash != alloy_primitives::KECCAK256_EMPTY);
     if !has_code {
         return Ok(StateDiff::default());
     }
@@ -113,9 +124,13 @@ fn system_call<R: StateReader>(
         .with_block(block.block_env())
         .with_cfg(block.cfg_env())
         .build_mainnet();
-    let outcome = evm.system_call(contract, data).map_err(|e| ExecutionError::from_evm(e, contract))?;
+    let outcome =
+        evm.system_call(contract, data).map_err(|e| ExecutionError::from_evm(e, contract))?;
     if must_succeed && !outcome.result.is_success() {
-        return Err(ExecutionError::SystemCall { contract, reason: format!("{:?}", outcome.result) });
+        return Err(ExecutionError::SystemCall {
+            contract,
+            reason: format!("{:?}", outcome.result),
+        });
     }
     let mut evm_state = outcome.state;
     // The call is not a transaction: neither the caller nor the fee recipient is touched.

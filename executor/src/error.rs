@@ -18,7 +18,10 @@ pub enum ExecutionError {
 
 impl ExecutionError {
     /// Converts revm's error for a call that is not a user transaction.
-    pub fn from_evm<T: std::fmt::Display>(error: EVMError<StorageError, T>, context: impl std::fmt::Display) -> Self {
+    pub fn from_evm<T: std::fmt::Display>(
+        error: EVMError<StorageError, T>,
+        context: impl std::fmt::Display,
+    ) -> Self {
         match error {
             EVMError::Database(e) => Self::Storage(e),
             EVMError::Header(h) => Self::Header(h.to_string()),

@@ -18,8 +18,8 @@ pub mod storage;
 
 pub use block::{Block, Ommer, Withdrawal};
 pub use error::ExecutionError;
-pub use parallel::ParallelConfig;
 pub use outcome::{BlockOutcome, Divergence, ExecutionStats, Receipt, TxOutcome};
+pub use parallel::ParallelConfig;
 pub use root::{logs_hash, state_root};
 pub use state::{Account, AccountDiff, Alloc, GenesisAccount, StateDiff};
 pub use storage::{InMemoryStorage, MdbxStorage, StateReader, Storage, StorageError};

@@ -61,8 +61,13 @@ pub struct ExecutionStats {
 
 impl ExecutionStats {
     pub fn sequential(txs: usize) -> Self {
-        Self { executions: vec![1; txs], validations: vec![0; txs], aborts: vec![0; txs],
-               suspensions: vec![0; txs], sequential: true }
+        Self {
+            executions: vec![1; txs],
+            validations: vec![0; txs],
+            aborts: vec![0; txs],
+            suspensions: vec![0; txs],
+            sequential: true,
+        }
     }
 
     /// Executions beyond the first, over all transactions.
@@ -122,20 +127,31 @@ impl fmt::Display for Divergence {
     }
 }
 
-fn diverge(tx: Option<usize>, field: impl Into<String>, left: impl fmt::Debug, right: impl fmt::Debug) -> Option<Divergence> {
-    Some(Divergence { tx, field: field.into(), left: format!("{left:?}"), right: format!("{right:?}") })
+fn check<T: PartialEq + fmt::Debug>(
+    tx: Option<usize>,
+    field: impl FnOnce() -> String,
+    left: T,
+    right: T,
+) -> Option<Divergence> {
+    (left != right).then(|| Divergence {
+        tx,
+        field: field(),
+        left: format!("{left:?}"),
+        right: format!("{right:?}"),
+    })
 }
 
-fn check<T: PartialEq + fmt::Debug>(tx: Option<usize>, field: &str, left: T, right: T) -> Option<Divergence> {
-    if left == right { None } else { diverge(tx, field, left, right) }
+/// A field name for [`check`], only built on a mismatch.
+fn name(field: &'static str) -> impl FnOnce() -> String {
+    move || field.to_string()
 }
 
 fn first_difference(a: &BlockOutcome, b: &BlockOutcome) -> Option<Divergence> {
-    check(None, "tx_count", a.txs.len(), b.txs.len())
+    check(None, name("tx_count"), a.txs.len(), b.txs.len())
         .or_else(|| diff_state(None, "pre_block", &a.pre_block, &b.pre_block))
         .or_else(|| a.txs.iter().zip(&b.txs).enumerate().find_map(|(i, (x, y))| diff_tx(i, x, y)))
         .or_else(|| diff_state(None, "post_block", &a.post_block, &b.post_block))
-        .or_else(|| check(None, "gas_used", a.gas_used, b.gas_used))
+        .or_else(|| check(None, name("gas_used"), a.gas_used, b.gas_used))
         .or_else(|| diff_state(None, "diff", &a.diff, &b.diff))
 }
 
@@ -149,56 +165,91 @@ fn status(result: &Result<ExecutionResult, InvalidTransaction>) -> String {
 }
 
 fn diff_tx(i: usize, a: &TxOutcome, b: &TxOutcome) -> Option<Divergence> {
+    if a == b {
+        return None;
+    }
     let tx = Some(i);
     let (ra, rb) = match (&a.result, &b.result) {
         (Ok(ra), Ok(rb)) => (ra, rb),
-        _ => return check(tx, "status", status(&a.result), status(&b.result)),
+        _ => return check(tx, name("status"), status(&a.result), status(&b.result)),
     };
-    check(tx, "status", status(&a.result), status(&b.result))
-        .or_else(|| check(tx, "gas_used", ra.tx_gas_used(), rb.tx_gas_used()))
-        .or_else(|| check(tx, "gas_spent", ra.gas().total_gas_spent(), rb.gas().total_gas_spent()))
-        .or_else(|| check(tx, "refund", ra.gas().final_refunded(), rb.gas().final_refunded()))
-        .or_else(|| check(tx, "output", ra.output(), rb.output()))
-        .or_else(|| check(tx, "created_address", ra.created_address(), rb.created_address()))
-        .or_else(|| check(tx, "logs.len", ra.logs().len(), rb.logs().len()))
+    check(tx, name("status"), status(&a.result), status(&b.result))
+        .or_else(|| check(tx, name("gas_used"), ra.tx_gas_used(), rb.tx_gas_used()))
         .or_else(|| {
-            ra.logs().iter().zip(rb.logs()).enumerate()
-                .find_map(|(j, (x, y))| check(tx, &format!("logs[{j}]"), x, y))
+            check(tx, name("gas_spent"), ra.gas().total_gas_spent(), rb.gas().total_gas_spent())
         })
-        .or_else(|| check(tx, "result", ra, rb))
-        .or_else(|| check(tx, "receipt", &a.receipt, &b.receipt))
+        .or_else(|| check(tx, name("refund"), ra.gas().final_refunded(), rb.gas().final_refunded()))
+        .or_else(|| check(tx, name("output"), ra.output(), rb.output()))
+        .or_else(|| check(tx, name("created_address"), ra.created_address(), rb.created_address()))
+        .or_else(|| check(tx, name("logs.len"), ra.logs().len(), rb.logs().len()))
+        .or_else(|| {
+            ra.logs()
+                .iter()
+                .zip(rb.logs())
+                .enumerate()
+                .find_map(|(j, (x, y))| check(tx, || format!("logs[{j}]"), x, y))
+        })
+        .or_else(|| check(tx, name("result"), ra, rb))
+        .or_else(|| check(tx, name("receipt"), &a.receipt, &b.receipt))
         .or_else(|| diff_state(tx, "changes", &a.changes, &b.changes))
 }
 
 /// The first difference between two state diffs, naming account and field.
-pub fn diff_state(tx: Option<usize>, name: &str, a: &StateDiff, b: &StateDiff) -> Option<Divergence> {
-    let addresses: std::collections::BTreeSet<&Address> = a.accounts.keys().chain(b.accounts.keys()).collect();
+pub fn diff_state(
+    tx: Option<usize>,
+    name: &str,
+    a: &StateDiff,
+    b: &StateDiff,
+) -> Option<Divergence> {
+    if a == b {
+        return None;
+    }
+    let addresses: std::collections::BTreeSet<&Address> =
+        a.accounts.keys().chain(b.accounts.keys()).collect();
     for address in addresses {
         let field = format!("{name}.{address}");
         let found = match (a.accounts.get(address), b.accounts.get(address)) {
             (Some(x), Some(y)) => diff_account(tx, &field, x, y),
-            (x, y) => check(tx, &field, x, y),
+            (x, y) => check(tx, || field.clone(), x, y),
         };
         if found.is_some() {
             return found;
         }
     }
-    check(tx, &format!("{name}.codes"), a.codes.keys().collect::<Vec<_>>(), b.codes.keys().collect())
-        .or_else(|| check(tx, &format!("{name}.block_hashes"), &a.block_hashes, &b.block_hashes))
+    check(
+        tx,
+        || format!("{name}.codes"),
+        a.codes.keys().collect::<Vec<_>>(),
+        b.codes.keys().collect(),
+    )
+    .or_else(|| check(tx, || format!("{name}.block_hashes"), &a.block_hashes, &b.block_hashes))
 }
 
-fn diff_account(tx: Option<usize>, field: &str, a: &AccountDiff, b: &AccountDiff) -> Option<Divergence> {
+fn diff_account(
+    tx: Option<usize>,
+    field: &str,
+    a: &AccountDiff,
+    b: &AccountDiff,
+) -> Option<Divergence> {
     match (&a.account, &b.account) {
-        (Some(x), Some(y)) => check(tx, &format!("{field}.nonce"), x.nonce, y.nonce)
-            .or_else(|| check(tx, &format!("{field}.balance"), x.balance, y.balance))
-            .or_else(|| check(tx, &format!("{field}.code_hash"), x.code_hash, y.code_hash)),
-        (x, y) => check(tx, &format!("{field}.exists"), x.is_some(), y.is_some()),
+        (Some(x), Some(y)) => check(tx, || format!("{field}.nonce"), x.nonce, y.nonce)
+            .or_else(|| check(tx, || format!("{field}.balance"), x.balance, y.balance))
+            .or_else(|| check(tx, || format!("{field}.code_hash"), x.code_hash, y.code_hash)),
+        (x, y) => check(tx, || format!("{field}.exists"), x.is_some(), y.is_some()),
     }
-    .or_else(|| check(tx, &format!("{field}.storage_cleared"), a.storage_cleared, b.storage_cleared))
     .or_else(|| {
-        let slots: std::collections::BTreeSet<_> = a.storage.keys().chain(b.storage.keys()).collect();
+        check(tx, || format!("{field}.storage_cleared"), a.storage_cleared, b.storage_cleared)
+    })
+    .or_else(|| {
+        let slots: std::collections::BTreeSet<_> =
+            a.storage.keys().chain(b.storage.keys()).collect();
         slots.into_iter().find_map(|slot| {
-            check(tx, &format!("{field}.storage[{slot:#x}]"), a.storage.get(slot), b.storage.get(slot))
+            check(
+                tx,
+                || format!("{field}.storage[{slot:#x}]"),
+                a.storage.get(slot),
+                b.storage.get(slot),
+            )
         })
     })
 }

@@ -18,12 +18,18 @@ use revm::{
 ///
 /// An invalid transaction is recorded as such and changes nothing; the block goes on with
 /// the next one. Only a storage failure or an invalid header stops the block.
-pub fn execute<S: Storage + ?Sized>(storage: &S, block: &Block) -> Result<BlockOutcome, ExecutionError> {
+pub fn execute<S: Storage + ?Sized>(
+    storage: &S,
+    block: &Block,
+) -> Result<BlockOutcome, ExecutionError> {
     execute_on_reader(storage.reader()?, block)
 }
 
 /// [`execute`] on a reader the caller already holds.
-pub fn execute_on_reader<R: StateReader>(reader: R, block: &Block) -> Result<BlockOutcome, ExecutionError> {
+pub fn execute_on_reader<R: StateReader>(
+    reader: R,
+    block: &Block,
+) -> Result<BlockOutcome, ExecutionError> {
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
     let mut state = BlockState::new(reader, parent);
     let pre_block = effects::pre_block(block, &mut state)?;
@@ -38,7 +44,8 @@ pub fn execute_on_reader<R: StateReader>(reader: R, block: &Block) -> Result<Blo
     for (index, tx) in block.transactions.iter().enumerate() {
         match evm.transact(tx.clone()) {
             Ok(output) => {
-                let changes = evm.ctx.journaled_state.database.commit_evm_state(output.state, block.spec);
+                let changes =
+                    evm.ctx.journaled_state.database.commit_evm_state(output.state, block.spec);
                 cumulative_gas += output.result.tx_gas_used();
                 txs.push(executed(tx.tx_type, output.result, cumulative_gas, changes));
             }
@@ -53,13 +60,24 @@ pub fn execute_on_reader<R: StateReader>(reader: R, block: &Block) -> Result<Blo
 }
 
 /// The outcome of one executed transaction.
-pub(crate) fn executed(tx_type: u8, result: ExecutionResult, cumulative_gas: u64, changes: StateDiff) -> TxOutcome {
-    let receipt = Receipt::new(tx_type, result.is_success(), cumulative_gas, result.logs().to_vec());
+pub(crate) fn executed(
+    tx_type: u8,
+    result: ExecutionResult,
+    cumulative_gas: u64,
+    changes: StateDiff,
+) -> TxOutcome {
+    let receipt =
+        Receipt::new(tx_type, result.is_success(), cumulative_gas, result.logs().to_vec());
     TxOutcome { result: Ok(result), receipt: Some(receipt), changes }
 }
 
 /// Merges the parts of a block's execution into its outcome.
-pub(crate) fn assemble(pre_block: StateDiff, txs: Vec<TxOutcome>, post_block: StateDiff, stats: ExecutionStats) -> BlockOutcome {
+pub(crate) fn assemble(
+    pre_block: StateDiff,
+    txs: Vec<TxOutcome>,
+    post_block: StateDiff,
+    stats: ExecutionStats,
+) -> BlockOutcome {
     let mut diff = pre_block.clone();
     for tx in &txs {
         diff.merge(&tx.changes);

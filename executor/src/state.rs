@@ -26,10 +26,15 @@ impl Account {
 
 /// `account` after a balance credit that touches it: created if absent, and removed when left
 /// empty once EIP-161 (Spurious Dragon) is active.
-pub fn credited(account: Option<Account>, amount: U256, spec: revm::primitives::hardfork::SpecId) -> Option<Account> {
+pub fn credited(
+    account: Option<Account>,
+    amount: U256,
+    spec: revm::primitives::hardfork::SpecId,
+) -> Option<Account> {
     let mut after = account.unwrap_or_else(|| Account::with_balance(U256::ZERO));
     after.balance = after.balance.saturating_add(amount);
-    let removed = after.is_empty() && spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON);
+    let removed =
+        after.is_empty() && spec.is_enabled_in(revm::primitives::hardfork::SpecId::SPURIOUS_DRAGON);
     (!removed).then_some(after)
 }
 
@@ -106,7 +111,11 @@ impl StateDiff {
             diff.accounts.insert(
                 *address,
                 AccountDiff {
-                    account: Some(Account { nonce: genesis.nonce, balance: genesis.balance, code_hash }),
+                    account: Some(Account {
+                        nonce: genesis.nonce,
+                        balance: genesis.balance,
+                        code_hash,
+                    }),
                     storage_cleared: true,
                     storage: storage.collect(),
                 },

@@ -33,7 +33,10 @@ fn reopened_store_holds_committed_state() {
         store.commit(&diff).unwrap();
         let mut wipe = StateDiff::default();
         let first = *diff.accounts.keys().next().unwrap();
-        wipe.accounts.insert(first, AccountDiff { account: None, storage_cleared: true, ..Default::default() });
+        wipe.accounts.insert(
+            first,
+            AccountDiff { account: None, storage_cleared: true, ..Default::default() },
+        );
         store.commit(&wipe).unwrap();
         state_root(&store).unwrap()
     };
@@ -118,7 +121,9 @@ fn killed_commit_leaves_previous_state() {
     let progress = dir.path().join("state.progress");
     // Let it commit a few generations, then kill it in the middle of one.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(&progress).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) < 3 {
+    while std::fs::read_to_string(&progress).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        < 3
+    {
         assert!(std::time::Instant::now() < deadline, "child made no progress");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -8,7 +8,10 @@ use lockstep_executor::{
 };
 use lockstep_harness::{Workload, WorkloadKind};
 
-fn parallel_run(workload: &Workload, config: &ParallelConfig) -> (BlockOutcome, alloy_primitives::B256) {
+fn parallel_run(
+    workload: &Workload,
+    config: &ParallelConfig,
+) -> (BlockOutcome, alloy_primitives::B256) {
     let mut store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
     let outcome = parallel::execute(&store, &workload.block, config).expect("block executes");
     store.commit(&outcome.diff).unwrap();

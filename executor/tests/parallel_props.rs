@@ -4,7 +4,10 @@
 mod common;
 
 use common::run;
-use lockstep_executor::{InMemoryStorage, ParallelConfig, StateDiff, Storage, parallel, revm::primitives::hardfork::SpecId, state_root};
+use lockstep_executor::{
+    InMemoryStorage, ParallelConfig, StateDiff, Storage, parallel,
+    revm::primitives::hardfork::SpecId, state_root,
+};
 use lockstep_harness::random_block::{Target, TxSpec, build};
 use proptest::prelude::*;
 
@@ -84,11 +87,21 @@ fn random_block_specs_do_what_they_say() {
     assert!(matches!(outcome.txs[1].result, Ok(ExecutionResult::Revert { .. })));
     assert!(outcome.txs[5].result.is_err());
     let created = user(2).create(0);
-    assert_eq!(outcome.diff.accounts[&created].storage[&alloy_primitives::U256::from(1)], alloy_primitives::U256::from(0x2a));
+    assert_eq!(
+        outcome.diff.accounts[&created].storage[&alloy_primitives::U256::from(1)],
+        alloy_primitives::U256::from(0x2a)
+    );
     assert!(outcome.txs[3].changes.accounts.values().any(|c| c.is_destroyed()));
     // The probe stored the beneficiary's balance after the fees of txs 0..=5 and transfer 0.
-    let probe_change = outcome.txs[6].changes.accounts.values().find(|c| !c.storage.is_empty() && c.account.is_some_and(|a| a.nonce == 1)).unwrap();
+    let probe_change = outcome.txs[6]
+        .changes
+        .accounts
+        .values()
+        .find(|c| !c.storage.is_empty() && c.account.is_some_and(|a| a.nonce == 1))
+        .unwrap();
     let stored = probe_change.storage[&alloy_primitives::U256::ZERO];
-    let before_tx6 = outcome.txs[..6].iter().fold(None, |acc, tx| tx.changes.accounts.get(&BENEFICIARY).map(|c| c.account.unwrap().balance).or(acc));
+    let before_tx6 = outcome.txs[..6].iter().fold(None, |acc, tx| {
+        tx.changes.accounts.get(&BENEFICIARY).map(|c| c.account.unwrap().balance).or(acc)
+    });
     assert_eq!(Some(stored), before_tx6);
 }

@@ -8,7 +8,10 @@ use lockstep_executor::{
     Alloc, Block, Ommer, Withdrawal, logs_hash,
     revm::{
         bytecode::opcode::*,
-        context::{TxEnv, result::{ExecutionResult, HaltReason, InvalidTransaction}},
+        context::{
+            TxEnv,
+            result::{ExecutionResult, HaltReason, InvalidTransaction},
+        },
         primitives::hardfork::SpecId,
     },
 };
@@ -19,7 +22,13 @@ use lockstep_harness::{
 };
 
 fn block(spec: SpecId, txs: Vec<TxEnv>) -> Block {
-    Block { spec, base_fee: BASE_FEE, beneficiary: address(0xbe, 0), transactions: txs, ..Block::default() }
+    Block {
+        spec,
+        base_fee: BASE_FEE,
+        beneficiary: address(0xbe, 0),
+        transactions: txs,
+        ..Block::default()
+    }
 }
 
 fn sender(i: u64) -> Address {
@@ -31,7 +40,8 @@ fn transfer_moves_value_and_pays_fees() {
     let (from, to) = (sender(0), address(0x52, 0));
     let alloc: Alloc = [(from, eoa(ETHER))].into();
     let value = U256::from(12_345);
-    let (outcome, _) = run(&alloc, &block(SpecId::CANCUN, vec![call(from, 0, to, value, Bytes::new(), 21_000)]));
+    let (outcome, _) =
+        run(&alloc, &block(SpecId::CANCUN, vec![call(from, 0, to, value, Bytes::new(), 21_000)]));
 
     let tx = &outcome.txs[0];
     assert!(matches!(tx.result, Ok(ExecutionResult::Success { .. })));
@@ -40,7 +50,10 @@ fn transfer_moves_value_and_pays_fees() {
     let effective_price = U256::from(BASE_FEE) + U256::from(1_000_000_000u64);
     let sender_after = outcome.diff.accounts[&from].account.unwrap();
     assert_eq!(sender_after.nonce, 1);
-    assert_eq!(sender_after.balance, U256::from(ETHER) - value - effective_price * U256::from(21_000));
+    assert_eq!(
+        sender_after.balance,
+        U256::from(ETHER) - value - effective_price * U256::from(21_000)
+    );
     assert_eq!(balance(&outcome, to), Some(value));
     assert_eq!(balance(&outcome, address(0xbe, 0)), Some(U256::from(1_000_000_000u64 * 21_000)));
     assert_eq!(outcome.gas_used, 21_000);
@@ -66,10 +79,19 @@ fn erc20_transfer_writes_slots_and_logs() {
         assert_eq!(slots[&U256::from_be_slice(to.as_slice())], amount);
         assert_eq!(logs.len(), 1);
         assert_eq!(logs[0].address, token);
-        assert_eq!(logs[0].topics(), &[contracts::TRANSFER_TOPIC, from.into_word(), to.into_word()]);
+        assert_eq!(
+            logs[0].topics(),
+            &[contracts::TRANSFER_TOPIC, from.into_word(), to.into_word()]
+        );
         assert_eq!(logs[0].data.data.as_ref(), &amount.to_be_bytes::<32>());
         assert_eq!(tx.receipt.as_ref().unwrap().logs, *logs);
-        assert!(tx.receipt.as_ref().unwrap().logs_bloom.contains_input(alloy_primitives::BloomInput::Raw(token.as_slice())));
+        assert!(
+            tx.receipt
+                .as_ref()
+                .unwrap()
+                .logs_bloom
+                .contains_input(alloy_primitives::BloomInput::Raw(token.as_slice()))
+        );
     }
     // The logs hash is keccak(rlp(list of logs)); an empty list is 0xc0.
     assert_eq!(logs_hash(&[]), keccak256([0xc0]));
@@ -90,7 +112,8 @@ fn amm_swap_matches_constant_product() {
         let output = tx.result.as_ref().unwrap().output().unwrap();
         assert_eq!(U256::from_be_slice(output), expected, "tx {i}");
         let pair = &tx.changes.accounts[&address(0xa0, i as u64)].storage;
-        let (slot_in, slot_out) = if token1_in { (U256::from(1), U256::ZERO) } else { (U256::ZERO, U256::from(1)) };
+        let (slot_in, slot_out) =
+            if token1_in { (U256::from(1), U256::ZERO) } else { (U256::ZERO, U256::from(1)) };
         assert_eq!(pair[&slot_in], reserve_in + amount_in);
         assert_eq!(pair[&slot_out], reserve_out - expected);
     }
@@ -112,7 +135,11 @@ fn workload_gas_estimates_hold() {
         let workload = kind.generate(4 * kind.gas_per_tx());
         let (outcome, _) = run(&workload.alloc, &workload.block);
         for tx in &outcome.txs {
-            assert!(tx.result.as_ref().is_ok_and(ExecutionResult::is_success), "{kind:?}: {:?}", tx.result);
+            assert!(
+                tx.result.as_ref().is_ok_and(ExecutionResult::is_success),
+                "{kind:?}: {:?}",
+                tx.result
+            );
             let gas = tx.gas_used() as f64;
             assert!((gas / kind.gas_per_tx() as f64 - 1.0).abs() < 0.05, "{kind:?} uses {gas}");
         }
@@ -120,7 +147,10 @@ fn workload_gas_estimates_hold() {
 }
 
 fn create(from: Address, nonce: u64, init: Bytes, value: u64) -> TxEnv {
-    TxEnv { kind: TxKind::Create, ..call(from, nonce, Address::ZERO, U256::from(value), init, 500_000) }
+    TxEnv {
+        kind: TxKind::Create,
+        ..call(from, nonce, Address::ZERO, U256::from(value), init, 500_000)
+    }
 }
 
 #[test]
@@ -133,7 +163,16 @@ fn create_and_create2_deploy_code() {
     for (i, byte) in init.iter().enumerate() {
         factory.push(u64::from(*byte)).push(i as u64).ops(&[MSTORE8]);
     }
-    factory.push(7).push(init.len() as u64).push(0).push(0).ops(&[CREATE2]).store(0).push(32).push(0).ops(&[RETURN]);
+    factory
+        .push(7)
+        .push(init.len() as u64)
+        .push(0)
+        .push(0)
+        .ops(&[CREATE2])
+        .store(0)
+        .push(32)
+        .push(0)
+        .ops(&[RETURN]);
     let factory_address = address(0xfa, 0);
     let alloc: Alloc = [(from, eoa(ETHER)), (factory_address, contract(factory.build()))].into();
     let txs = vec![
@@ -191,8 +230,14 @@ fn selfdestruct_from_cancun_only_moves_balance() {
     let (outcome, _) = run(&alloc, &block(SpecId::CANCUN, txs));
     let change = &outcome.txs[0].changes.accounts[&victim];
     assert_eq!(change.account.unwrap().balance, U256::ZERO);
-    assert!(!change.storage_cleared && change.account.unwrap().code_hash != alloy_primitives::KECCAK256_EMPTY);
-    assert!(!outcome.diff.accounts.contains_key(&from.create(1)), "an account created and destroyed in one tx never appears");
+    assert!(
+        !change.storage_cleared
+            && change.account.unwrap().code_hash != alloy_primitives::KECCAK256_EMPTY
+    );
+    assert!(
+        !outcome.diff.accounts.contains_key(&from.create(1)),
+        "an account created and destroyed in one tx never appears"
+    );
     assert_eq!(balance(&outcome, heir), Some(U256::from(8)));
 }
 
@@ -201,16 +246,31 @@ fn revert_and_halt_keep_state_but_charge_gas() {
     let from = sender(0);
     let token = address(0xc0, 0);
     let halter = address(0xfe, 0);
-    let alloc: Alloc = [(from, eoa(ETHER)), (token, contract(contracts::erc20())), (halter, contract(vec![INVALID].into()))].into();
+    let alloc: Alloc = [
+        (from, eoa(ETHER)),
+        (token, contract(contracts::erc20())),
+        (halter, contract(vec![INVALID].into())),
+    ]
+    .into();
     let txs = vec![
-        call(from, 0, token, U256::ZERO, contracts::erc20_transfer(sender(1), U256::from(1)), 100_000),
+        call(
+            from,
+            0,
+            token,
+            U256::ZERO,
+            contracts::erc20_transfer(sender(1), U256::from(1)),
+            100_000,
+        ),
         call(from, 1, halter, U256::ZERO, Bytes::new(), 50_000),
     ];
     let (outcome, _) = run(&alloc, &block(SpecId::CANCUN, txs));
     assert!(matches!(outcome.txs[0].result, Ok(ExecutionResult::Revert { .. })));
     assert!(!outcome.txs[0].receipt.as_ref().unwrap().success);
     assert!(!outcome.txs[0].changes.accounts.contains_key(&token));
-    assert!(matches!(outcome.txs[1].result, Ok(ExecutionResult::Halt { reason: HaltReason::InvalidFEOpcode, .. })));
+    assert!(matches!(
+        outcome.txs[1].result,
+        Ok(ExecutionResult::Halt { reason: HaltReason::InvalidFEOpcode, .. })
+    ));
     assert_eq!(outcome.txs[1].gas_used(), 50_000, "a halt consumes all gas");
     assert_eq!(outcome.diff.accounts[&from].account.unwrap().nonce, 2);
 }
@@ -224,16 +284,22 @@ fn invalid_transactions_are_reported_and_skipped() {
     low_fee.gas_price = u128::from(BASE_FEE) - 1;
     low_fee.gas_priority_fee = Some(0);
     let txs = vec![
-        call(rich, 5, to, U256::ZERO, Bytes::new(), 21_000),   // nonce too high
-        call(poor, 0, to, U256::ZERO, Bytes::new(), 21_000),   // cannot pay for gas
-        call(rich, 0, to, U256::ZERO, Bytes::new(), 20_000),   // below intrinsic gas
-        low_fee,                                              // fee cap below base fee
+        call(rich, 5, to, U256::ZERO, Bytes::new(), 21_000), // nonce too high
+        call(poor, 0, to, U256::ZERO, Bytes::new(), 21_000), // cannot pay for gas
+        call(rich, 0, to, U256::ZERO, Bytes::new(), 20_000), // below intrinsic gas
+        low_fee,                                             // fee cap below base fee
         call(rich, 0, to, U256::from(1), Bytes::new(), 21_000), // valid
     ];
     let (outcome, _) = run(&alloc, &block(SpecId::CANCUN, txs));
-    assert!(matches!(outcome.txs[0].result, Err(InvalidTransaction::NonceTooHigh { tx: 5, state: 0 })));
+    assert!(matches!(
+        outcome.txs[0].result,
+        Err(InvalidTransaction::NonceTooHigh { tx: 5, state: 0 })
+    ));
     assert!(matches!(outcome.txs[1].result, Err(InvalidTransaction::LackOfFundForMaxFee { .. })));
-    assert!(matches!(outcome.txs[2].result, Err(InvalidTransaction::CallGasCostMoreThanGasLimit { .. })));
+    assert!(matches!(
+        outcome.txs[2].result,
+        Err(InvalidTransaction::CallGasCostMoreThanGasLimit { .. })
+    ));
     assert!(matches!(outcome.txs[3].result, Err(InvalidTransaction::GasPriceLessThanBasefee)));
     for tx in &outcome.txs[..4] {
         assert!(tx.changes.is_empty() && tx.receipt.is_none());
@@ -247,15 +313,23 @@ fn invalid_transactions_are_reported_and_skipped() {
 fn withdrawals_credit_gwei() {
     let (existing, fresh, untouched) = (address(0x77, 1), address(0x77, 2), address(0x77, 3));
     let alloc: Alloc = [(existing, eoa(1))].into();
-    let withdrawal = |index, address, amount| Withdrawal { index, validator_index: index, address, amount };
+    let withdrawal =
+        |index, address, amount| Withdrawal { index, validator_index: index, address, amount };
     let block = Block {
-        withdrawals: vec![withdrawal(0, existing, 2), withdrawal(1, fresh, 3), withdrawal(2, untouched, 0)],
+        withdrawals: vec![
+            withdrawal(0, existing, 2),
+            withdrawal(1, fresh, 3),
+            withdrawal(2, untouched, 0),
+        ],
         ..block(SpecId::SHANGHAI, vec![])
     };
     let (outcome, _) = run(&alloc, &block);
     assert_eq!(balance(&outcome, existing), Some(U256::from(1 + 2_000_000_000u64)));
     assert_eq!(balance(&outcome, fresh), Some(U256::from(3_000_000_000u64)));
-    assert!(!outcome.diff.accounts.contains_key(&untouched), "a zero withdrawal creates no account");
+    assert!(
+        !outcome.diff.accounts.contains_key(&untouched),
+        "a zero withdrawal creates no account"
+    );
     assert_eq!(outcome.post_block, outcome.diff);
 }
 

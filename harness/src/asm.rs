@@ -85,7 +85,8 @@ impl Asm {
     pub fn build(&self) -> Bytes {
         let mut code = self.code.clone();
         for (at, label) in &self.fixups {
-            let target = *self.labels.get(label).unwrap_or_else(|| panic!("label {label} never placed"));
+            let target =
+                *self.labels.get(label).unwrap_or_else(|| panic!("label {label} never placed"));
             code[*at..*at + 2].copy_from_slice(&(target as u16).to_be_bytes());
         }
         code.into()

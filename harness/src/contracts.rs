@@ -5,7 +5,8 @@ use alloy_primitives::{Address, B256, Bytes, U256, b256, keccak256};
 use lockstep_executor::revm::bytecode::opcode::*;
 
 /// `Transfer(address,address,uint256)` event topic.
-pub const TRANSFER_TOPIC: B256 = b256!("0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
+pub const TRANSFER_TOPIC: B256 =
+    b256!("0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
 /// `transfer(address,uint256)`.
 pub const TRANSFER_SELECTOR: u32 = 0xa9059cbb;
 /// `balanceOf(address)`.
@@ -32,13 +33,22 @@ pub fn erc20() -> Bytes {
     dispatch(&mut asm, &[(TRANSFER_SELECTOR, "transfer"), (BALANCE_OF_SELECTOR, "balanceOf")]);
     asm.label("transfer")
         .ops(&[CALLER, SLOAD]) // [from_balance]
-        .push(36).ops(&[CALLDATALOAD]) // [from_balance, amount]
-        .ops(&[DUP1, DUP3, LT]).jumpi("revert") // from_balance < amount
+        .push(36)
+        .ops(&[CALLDATALOAD]) // [from_balance, amount]
+        .ops(&[DUP1, DUP3, LT])
+        .jumpi("revert") // from_balance < amount
         .ops(&[DUP1, DUP3, SUB, CALLER, SSTORE]) // balance[from] -= amount
-        .push(4).ops(&[CALLDATALOAD, SLOAD, DUP2, ADD]).push(4).ops(&[CALLDATALOAD, SSTORE]) // balance[to] += amount
+        .push(4)
+        .ops(&[CALLDATALOAD, SLOAD, DUP2, ADD])
+        .push(4)
+        .ops(&[CALLDATALOAD, SSTORE]) // balance[to] += amount
         .store(0)
-        .push(4).ops(&[CALLDATALOAD, CALLER]).push_word(U256::from_be_bytes(TRANSFER_TOPIC.0))
-        .push(32).push(0).ops(&[LOG3])
+        .push(4)
+        .ops(&[CALLDATALOAD, CALLER])
+        .push_word(U256::from_be_bytes(TRANSFER_TOPIC.0))
+        .push(32)
+        .push(0)
+        .ops(&[LOG3])
         .push(1);
     return_word(&mut asm);
     asm.label("balanceOf").push(4).ops(&[CALLDATALOAD, SLOAD]);
@@ -47,7 +57,9 @@ pub fn erc20() -> Bytes {
 }
 
 /// Storage of an [`erc20`] token holding `balances`.
-pub fn erc20_storage(balances: impl IntoIterator<Item = (Address, U256)>) -> impl Iterator<Item = (U256, U256)> {
+pub fn erc20_storage(
+    balances: impl IntoIterator<Item = (Address, U256)>,
+) -> impl Iterator<Item = (U256, U256)> {
     balances.into_iter().map(|(a, b)| (U256::from_be_slice(a.as_slice()), b))
 }
 
@@ -67,28 +79,76 @@ pub fn amm_pair() -> Bytes {
     let mut asm = Asm::new();
     dispatch(&mut asm, &[(SWAP_SELECTOR, "swap")]);
     asm.label("swap")
-        .push(4).ops(&[CALLDATALOAD]).store(AMOUNT_IN)
-        .push(36).ops(&[CALLDATALOAD]).push(1).ops(&[AND]).store(DIR)
-        .load(DIR).ops(&[SLOAD]).store(RESERVE_IN)
-        .load(DIR).push(1).ops(&[SUB, SLOAD]).store(RESERVE_OUT)
+        .push(4)
+        .ops(&[CALLDATALOAD])
+        .store(AMOUNT_IN)
+        .push(36)
+        .ops(&[CALLDATALOAD])
+        .push(1)
+        .ops(&[AND])
+        .store(DIR)
+        .load(DIR)
+        .ops(&[SLOAD])
+        .store(RESERVE_IN)
+        .load(DIR)
+        .push(1)
+        .ops(&[SUB, SLOAD])
+        .store(RESERVE_OUT)
         // out = in·997·reserve_out / (reserve_in·1000 + in·997)
-        .load(AMOUNT_IN).push(997).ops(&[MUL]).load(RESERVE_OUT).ops(&[MUL])
-        .load(AMOUNT_IN).push(997).ops(&[MUL]).load(RESERVE_IN).push(1000).ops(&[MUL, ADD])
-        .ops(&[SWAP1, DIV]).store(AMOUNT_OUT)
-        .ops(&[CALLER]).push(1).ops(&[SHL]).store(KEY)
+        .load(AMOUNT_IN)
+        .push(997)
+        .ops(&[MUL])
+        .load(RESERVE_OUT)
+        .ops(&[MUL])
+        .load(AMOUNT_IN)
+        .push(997)
+        .ops(&[MUL])
+        .load(RESERVE_IN)
+        .push(1000)
+        .ops(&[MUL, ADD])
+        .ops(&[SWAP1, DIV])
+        .store(AMOUNT_OUT)
+        .ops(&[CALLER])
+        .push(1)
+        .ops(&[SHL])
+        .store(KEY)
         // balance_in -= in, reverting if short
-        .load(KEY).load(DIR).ops(&[ADD, DUP1, SLOAD])
-        .ops(&[DUP1]).load(AMOUNT_IN).ops(&[GT]).jumpi("revert")
-        .load(AMOUNT_IN).ops(&[SWAP1, SUB, SWAP1, SSTORE])
+        .load(KEY)
+        .load(DIR)
+        .ops(&[ADD, DUP1, SLOAD])
+        .ops(&[DUP1])
+        .load(AMOUNT_IN)
+        .ops(&[GT])
+        .jumpi("revert")
+        .load(AMOUNT_IN)
+        .ops(&[SWAP1, SUB, SWAP1, SSTORE])
         // balance_out += out
-        .load(KEY).load(DIR).push(1).ops(&[SUB, ADD, DUP1, SLOAD]).load(AMOUNT_OUT).ops(&[ADD, SWAP1, SSTORE])
+        .load(KEY)
+        .load(DIR)
+        .push(1)
+        .ops(&[SUB, ADD, DUP1, SLOAD])
+        .load(AMOUNT_OUT)
+        .ops(&[ADD, SWAP1, SSTORE])
         // reserves
-        .load(RESERVE_IN).load(AMOUNT_IN).ops(&[ADD]).load(DIR).ops(&[SSTORE])
-        .load(AMOUNT_OUT).load(RESERVE_OUT).ops(&[SUB]).load(DIR).push(1).ops(&[SUB, SSTORE])
+        .load(RESERVE_IN)
+        .load(AMOUNT_IN)
+        .ops(&[ADD])
+        .load(DIR)
+        .ops(&[SSTORE])
+        .load(AMOUNT_OUT)
+        .load(RESERVE_OUT)
+        .ops(&[SUB])
+        .load(DIR)
+        .push(1)
+        .ops(&[SUB, SSTORE])
         // Swap(caller) with (in, out)
-        .load(AMOUNT_OUT).store(0x20)
-        .ops(&[CALLER]).push_word(U256::from_be_bytes(keccak256("Swap(address,uint256,uint256)").0))
-        .push(0x40).push(0).ops(&[LOG2])
+        .load(AMOUNT_OUT)
+        .store(0x20)
+        .ops(&[CALLER])
+        .push_word(U256::from_be_bytes(keccak256("Swap(address,uint256,uint256)").0))
+        .push(0x40)
+        .push(0)
+        .ops(&[LOG2])
         .load(AMOUNT_OUT);
     return_word(&mut asm);
     asm.build()

@@ -1,6 +1,7 @@
 //! lockstep-harness: workloads, and comparison and timing of executor runs.
 
 pub mod asm;
+pub mod bench;
 pub mod contracts;
 pub mod random_block;
 pub mod workloads;

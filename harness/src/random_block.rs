@@ -31,23 +31,51 @@ pub enum Target {
 /// One transaction of a random block. Users are indices modulo [`USERS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxSpec {
-    Transfer { from: u8, to: Target, value: u16 },
+    Transfer {
+        from: u8,
+        to: Target,
+        value: u16,
+    },
     /// May exceed the sender's balance, and then reverts.
-    Erc20 { from: u8, to: u8, amount: u32 },
-    Count { from: u8 },
-    Swap { from: u8, amount: u32, token1_in: bool },
+    Erc20 {
+        from: u8,
+        to: u8,
+        amount: u32,
+    },
+    Count {
+        from: u8,
+    },
+    Swap {
+        from: u8,
+        amount: u32,
+        token1_in: bool,
+    },
     /// Deploys a contract whose constructor writes a slot.
-    Create { from: u8 },
+    Create {
+        from: u8,
+    },
     /// Calls the self-destructing contract, which sends its balance to a user.
-    Destruct { from: u8 },
+    Destruct {
+        from: u8,
+    },
     /// Deploys a contract whose constructor self-destructs (gone even after Cancun).
-    CreateAndDestruct { from: u8, value: u16 },
+    CreateAndDestruct {
+        from: u8,
+        value: u16,
+    },
     /// A nonce from the future: invalid.
-    BadNonce { from: u8 },
+    BadNonce {
+        from: u8,
+    },
     /// Reads the beneficiary's balance into storage, so it depends on every earlier fee.
-    ReadBeneficiary { from: u8 },
+    ReadBeneficiary {
+        from: u8,
+    },
     /// The beneficiary sends a transfer itself.
-    FromBeneficiary { to: u8, value: u16 },
+    FromBeneficiary {
+        to: u8,
+        value: u16,
+    },
 }
 
 pub fn user(i: u8) -> Address {
@@ -116,12 +144,28 @@ fn pre_state() -> Alloc {
         balance: U256::from(balance),
         storage: storage.into_iter().collect(),
     };
-    alloc.insert(contract_address(TOKEN), with_code(contracts::erc20(), contracts::erc20_storage(holders).collect(), 0));
-    alloc.insert(contract_address(COUNTER), with_code(contracts::counter(), vec![(U256::ZERO, U256::from(1))], 0));
-    let balances: Vec<_> = (0..USERS).flat_map(|i| [(user(i), 0, U256::from(1_000_000u64)), (user(i), 1, U256::from(1_000_000u64))]).collect();
+    alloc.insert(
+        contract_address(TOKEN),
+        with_code(contracts::erc20(), contracts::erc20_storage(holders).collect(), 0),
+    );
+    alloc.insert(
+        contract_address(COUNTER),
+        with_code(contracts::counter(), vec![(U256::ZERO, U256::from(1))], 0),
+    );
+    let balances: Vec<_> = (0..USERS)
+        .flat_map(|i| {
+            [(user(i), 0, U256::from(1_000_000u64)), (user(i), 1, U256::from(1_000_000u64))]
+        })
+        .collect();
     let reserves = (U256::from(10_000_000u64), U256::from(20_000_000u64));
-    alloc.insert(contract_address(PAIR), with_code(contracts::amm_pair(), contracts::amm_storage(reserves, &balances), 0));
-    alloc.insert(contract_address(DESTRUCTOR), with_code(destructor(), vec![(U256::from(1), U256::from(1))], 1_000));
+    alloc.insert(
+        contract_address(PAIR),
+        with_code(contracts::amm_pair(), contracts::amm_storage(reserves, &balances), 0),
+    );
+    alloc.insert(
+        contract_address(DESTRUCTOR),
+        with_code(destructor(), vec![(U256::from(1), U256::from(1))], 1_000),
+    );
     alloc.insert(contract_address(PROBE), with_code(probe(), vec![], 0));
     alloc
 }
@@ -137,9 +181,10 @@ pub fn build(specs: &[TxSpec], spec: SpecId) -> Workload {
                 *nonce += 1;
                 *nonce - 1
             };
-            let send = |from: Address, nonce: u64, to: Address, value: u64, data: Bytes, gas: u64| {
-                call(from, nonce, to, U256::from(value), data, gas)
-            };
+            let send =
+                |from: Address, nonce: u64, to: Address, value: u64, data: Bytes, gas: u64| {
+                    call(from, nonce, to, U256::from(value), data, gas)
+                };
             match *spec {
                 TxSpec::Transfer { from, to, value } => {
                     let from = user(from);
@@ -161,7 +206,10 @@ pub fn build(specs: &[TxSpec], spec: SpecId) -> Workload {
                 }
                 TxSpec::Create { from } => {
                     let from = user(from);
-                    TxEnv { kind: TxKind::Create, ..send(from, next(from), Address::ZERO, 0, storing_init(), 200_000) }
+                    TxEnv {
+                        kind: TxKind::Create,
+                        ..send(from, next(from), Address::ZERO, 0, storing_init(), 200_000)
+                    }
                 }
                 TxSpec::Destruct { from } => {
                     let from = user(from);
@@ -169,7 +217,17 @@ pub fn build(specs: &[TxSpec], spec: SpecId) -> Workload {
                 }
                 TxSpec::CreateAndDestruct { from, value } => {
                     let from = user(from);
-                    TxEnv { kind: TxKind::Create, ..send(from, next(from), Address::ZERO, u64::from(value), destructor(), 200_000) }
+                    TxEnv {
+                        kind: TxKind::Create,
+                        ..send(
+                            from,
+                            next(from),
+                            Address::ZERO,
+                            u64::from(value),
+                            destructor(),
+                            200_000,
+                        )
+                    }
                 }
                 TxSpec::BadNonce { from } => {
                     let from = user(from);
@@ -180,9 +238,14 @@ pub fn build(specs: &[TxSpec], spec: SpecId) -> Workload {
                     let from = user(from);
                     send(from, next(from), contract_address(PROBE), 0, Bytes::new(), 60_000)
                 }
-                TxSpec::FromBeneficiary { to, value } => {
-                    send(BENEFICIARY, next(BENEFICIARY), user(to), u64::from(value), Bytes::new(), 30_000)
-                }
+                TxSpec::FromBeneficiary { to, value } => send(
+                    BENEFICIARY,
+                    next(BENEFICIARY),
+                    user(to),
+                    u64::from(value),
+                    Bytes::new(),
+                    30_000,
+                ),
             }
         })
         .collect();

@@ -88,7 +88,14 @@ pub fn address(tag: u8, index: u64) -> Address {
 }
 
 /// An EIP-1559 call.
-pub fn call(from: Address, nonce: u64, to: Address, value: U256, data: Bytes, gas_limit: u64) -> TxEnv {
+pub fn call(
+    from: Address,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    data: Bytes,
+    gas_limit: u64,
+) -> TxEnv {
     TxEnv {
         tx_type: 2,
         caller: from,
@@ -149,9 +156,19 @@ fn amm_swaps(txs: usize) -> (Alloc, Vec<TxEnv>) {
             let (user, pair) = (address(0x51, i), address(0xa0, i));
             alloc.insert(user, funded(10 * ETHER));
             let reserves = (U256::from(1_000_000_000u64), U256::from(2_000_000_000u64));
-            let storage = contracts::amm_storage(reserves, &[(user, (i % 2) as u8, U256::from(1_000_000u64))]);
+            let storage = contracts::amm_storage(
+                reserves,
+                &[(user, (i % 2) as u8, U256::from(1_000_000u64))],
+            );
             alloc.insert(pair, contract(code.clone(), storage));
-            call(user, 0, pair, U256::ZERO, contracts::amm_swap(U256::from(10_000 + i), i % 2 == 1), 120_000)
+            call(
+                user,
+                0,
+                pair,
+                U256::ZERO,
+                contracts::amm_swap(U256::from(10_000 + i), i % 2 == 1),
+                120_000,
+            )
         })
         .collect();
     (alloc, transactions)

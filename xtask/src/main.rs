@@ -1,1 +1,91 @@
-fn main(){}
+//! `cargo xtask`: the project's automation, as plain Rust instead of shell scripts.
+//!
+//! Heavy suites run in release builds of the project's own binaries; this crate only
+//! orchestrates them.
+
+use clap::{Parser, Subcommand};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "lockstep's project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Benchmark the sequential and parallel paths on the generated 1-gigagas workloads
+    /// (release build). Extra arguments go to `lockstep perf` (see `--help` there).
+    Perf {
+        /// JSON report path.
+        #[arg(long, default_value = "target/perf.json")]
+        json: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// What CI runs: formatting, clippy with warnings denied, and the test suite.
+    Ci,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn run(task: Task) -> Result<(), String> {
+    match task {
+        Task::Perf { json, args } => {
+            let json = json.to_string_lossy().into_owned();
+            let mut all = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "lockstep-harness",
+                "--bin",
+                "lockstep",
+                "--",
+                "perf",
+                "--json",
+                &json,
+            ];
+            all.extend(args.iter().map(String::as_str));
+            cargo(&all)
+        }
+        Task::Ci => {
+            cargo(&["fmt", "--all", "--", "--check"])?;
+            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&["nextest", "run", "--workspace", "--cargo-profile", "ci"])
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

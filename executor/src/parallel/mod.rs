@@ -130,7 +130,10 @@ pub fn execute<S: Storage + ?Sized>(
     Ok(sequential::assemble(pre_block, txs, post_block, stats))
 }
 
-fn collect(scheduler: &Scheduler, field: impl Fn(&scheduler::TxCounters) -> &AtomicUsize) -> Vec<u32> {
+fn collect(
+    scheduler: &Scheduler,
+    field: impl Fn(&scheduler::TxCounters) -> &AtomicUsize,
+) -> Vec<u32> {
     scheduler.counters.iter().map(|c| field(c).load(Ordering::Relaxed) as u32).collect()
 }
 
@@ -237,7 +240,9 @@ impl<'a> Run<'a> {
         let valid = {
             let output = self.outputs[version.tx].lock().expect("output lock poisoned");
             let reads = &output.as_ref().expect("validated after execution").reads;
-            reads.iter().all(|r| self.shared.mv.still_valid(&r.location, version.tx, r.mode, &r.origin))
+            reads
+                .iter()
+                .all(|r| self.shared.mv.still_valid(&r.location, version.tx, r.mode, &r.origin))
         };
         let aborted = !valid && self.scheduler.try_validation_abort(version);
         if aborted {
@@ -265,7 +270,11 @@ impl<'a> Run<'a> {
 
 /// Completes a halted run in block order: keeps each output whose reads are still valid and
 /// re-executes the rest, now against final values of every earlier transaction.
-fn finish_in_order<R: StateReader>(shared: &Shared<'_>, run: &Run<'_>, vm: &mut Vm<'_, R>) -> Result<(), ExecutionError> {
+fn finish_in_order<R: StateReader>(
+    shared: &Shared<'_>,
+    run: &Run<'_>,
+    vm: &mut Vm<'_, R>,
+) -> Result<(), ExecutionError> {
     for tx in 0..shared.block.transactions.len() {
         let mut output = run.outputs[tx].lock().expect("output lock poisoned");
         // Only an executed transaction's writes are in the memory (not estimates).
@@ -321,13 +330,20 @@ fn resolve_credits<R: StateReader>(
             let after = credited(before, amount, block.spec);
             current.insert(address, after);
             if after != before {
-                changes.accounts.insert(address, AccountDiff { account: after, ..Default::default() });
+                changes
+                    .accounts
+                    .insert(address, AccountDiff { account: after, ..Default::default() });
             }
         }
         match result {
             Ok(result) => {
                 cumulative_gas += result.tx_gas_used();
-                txs.push(sequential::executed(block.transactions[index].tx_type, result, cumulative_gas, changes));
+                txs.push(sequential::executed(
+                    block.transactions[index].tx_type,
+                    result,
+                    cumulative_gas,
+                    changes,
+                ));
             }
             Err(invalid) => txs.push(TxOutcome::invalid(invalid)),
         }

@@ -105,7 +105,10 @@ impl MvMemory {
         }
     }
 
-    fn shard(&self, location: &Location) -> std::sync::MutexGuard<'_, HashMap<Location, Versions, DefaultHashBuilder>> {
+    fn shard(
+        &self,
+        location: &Location,
+    ) -> std::sync::MutexGuard<'_, HashMap<Location, Versions, DefaultHashBuilder>> {
         let index = self.hasher.hash_one(location) as usize % SHARDS;
         self.shards[index].lock().expect("mv memory lock poisoned")
     }
@@ -147,7 +150,12 @@ impl MvMemory {
     }
 
     /// What transaction `tx` reads at `location`.
-    pub(crate) fn read(&self, location: &Location, tx: TxIdx, mode: ReadMode) -> Result<Found, Blocked> {
+    pub(crate) fn read(
+        &self,
+        location: &Location,
+        tx: TxIdx,
+        mode: ReadMode,
+    ) -> Result<Found, Blocked> {
         let shard = self.shard(location);
         let mut found = Found { origin: Origin::default(), write: None, credits: Vec::new() };
         let Some(versions) = shard.get(location) else { return Ok(found) };
@@ -156,7 +164,10 @@ impl MvMemory {
                 Entry::Estimate => return Err(Blocked(writer)),
                 Entry::Written(incarnation, Write::Credit(amount)) => {
                     if mode == ReadMode::Full {
-                        found.origin.credits.push(Version { tx: writer, incarnation: *incarnation });
+                        found
+                            .origin
+                            .credits
+                            .push(Version { tx: writer, incarnation: *incarnation });
                         found.credits.push(*amount);
                     }
                 }
@@ -172,7 +183,13 @@ impl MvMemory {
     }
 
     /// Whether a read made earlier would still find the same versions.
-    pub(crate) fn still_valid(&self, location: &Location, tx: TxIdx, mode: ReadMode, origin: &Origin) -> bool {
+    pub(crate) fn still_valid(
+        &self,
+        location: &Location,
+        tx: TxIdx,
+        mode: ReadMode,
+        origin: &Origin,
+    ) -> bool {
         self.read(location, tx, mode).is_ok_and(|found| found.origin == *origin)
     }
 }
@@ -215,7 +232,13 @@ mod tests {
         assert_eq!(mv.read(&slot(1), 2, ReadMode::Full).unwrap_err(), Blocked(1));
         assert!(!mv.still_valid(&slot(1), 2, ReadMode::Full, &before));
         // The next incarnation writes the same slot plus a new one, and drops nothing.
-        assert!(mv.record(v(1, 1), vec![(slot(1), Write::Storage(U256::from(2))), (slot(2), Write::Storage(U256::from(3)))]));
+        assert!(mv.record(
+            v(1, 1),
+            vec![
+                (slot(1), Write::Storage(U256::from(2))),
+                (slot(2), Write::Storage(U256::from(3)))
+            ]
+        ));
         assert_eq!(mv.read(&slot(1), 2, ReadMode::Full).unwrap().origin.base, Some(v(1, 1)));
         // A third incarnation that no longer writes slot 2 removes its old entry.
         assert!(!mv.record(v(1, 2), vec![(slot(1), Write::Storage(U256::from(2)))]));

@@ -94,7 +94,8 @@ impl Scheduler {
 
     fn check_done(&self) {
         let observed = self.decrease_count.load(Ordering::SeqCst);
-        if self.execution_idx.load(Ordering::SeqCst).min(self.validation_idx.load(Ordering::SeqCst)) >= self.txs
+        if self.execution_idx.load(Ordering::SeqCst).min(self.validation_idx.load(Ordering::SeqCst))
+            >= self.txs
             && self.active_tasks.load(Ordering::SeqCst) == 0
             && observed == self.decrease_count.load(Ordering::SeqCst)
         {
@@ -149,11 +150,16 @@ impl Scheduler {
     /// The next task, or `None` when there is nothing to do right now. `prefer_execution`
     /// inverts the usual preference for validation (the chaos option's out-of-order pick-up).
     pub(crate) fn next_task(&self, prefer_execution: bool) -> Option<Task> {
-        let validate_first = self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst);
+        let validate_first =
+            self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst);
         if validate_first != prefer_execution {
-            self.next_version_to_validate().map(Task::Validate).or_else(|| self.next_version_to_execute().map(Task::Execute))
+            self.next_version_to_validate()
+                .map(Task::Validate)
+                .or_else(|| self.next_version_to_execute().map(Task::Execute))
         } else {
-            self.next_version_to_execute().map(Task::Execute).or_else(|| self.next_version_to_validate().map(Task::Validate))
+            self.next_version_to_execute()
+                .map(Task::Execute)
+                .or_else(|| self.next_version_to_validate().map(Task::Validate))
         }
     }
 
@@ -179,9 +185,15 @@ impl Scheduler {
 
     /// Marks `version` executed, resumes its dependents, and returns its validation task if
     /// this worker should run it right away.
-    pub(crate) fn finish_execution(&self, version: Version, wrote_new_location: bool) -> Option<Task> {
+    pub(crate) fn finish_execution(
+        &self,
+        version: Version,
+        wrote_new_location: bool,
+    ) -> Option<Task> {
         self.status(version.tx).1 = Status::Executed;
-        let dependents = std::mem::take(&mut *self.dependents[version.tx].lock().expect("scheduler lock poisoned"));
+        let dependents = std::mem::take(
+            &mut *self.dependents[version.tx].lock().expect("scheduler lock poisoned"),
+        );
         if let Some(min) = dependents.iter().min().copied() {
             for tx in dependents {
                 self.set_ready(tx);

@@ -231,14 +231,19 @@ struct DeferredFee<EVM>(PhantomData<EVM>);
 impl<EVM> Handler for DeferredFee<EVM>
 where
     EVM: EvmTr<Context: ContextTr<Journal: JournalTr<State = EvmState>>, Frame = EthFrame>,
-    EVMError<<<EVM::Context as ContextTr>::Db as Database>::Error, InvalidTransaction>: EvmTrError<EVM>,
+    EVMError<<<EVM::Context as ContextTr>::Db as Database>::Error, InvalidTransaction>:
+        EvmTrError<EVM>,
     EthFrame: FrameTr<FrameResult = FrameResult, FrameInit = FrameInit>,
 {
     type Evm = EVM;
     type Error = EVMError<<<EVM::Context as ContextTr>::Db as Database>::Error, InvalidTransaction>;
     type HaltReason = HaltReason;
 
-    fn reward_beneficiary(&self, _evm: &mut EVM, _result: &mut FrameResult) -> Result<(), Self::Error> {
+    fn reward_beneficiary(
+        &self,
+        _evm: &mut EVM,
+        _result: &mut FrameResult,
+    ) -> Result<(), Self::Error> {
         Ok(())
     }
 }
@@ -262,7 +267,14 @@ pub(crate) enum Attempt {
 
 impl<'a, R: StateReader> Vm<'a, R> {
     pub(crate) fn new(shared: &'a Shared<'a>, base: Base<'a, R>) -> Self {
-        let view = TxView { shared, base, tx: 0, lazy_candidate: None, lazy_engaged: false, reads: Vec::new() };
+        let view = TxView {
+            shared,
+            base,
+            tx: 0,
+            lazy_candidate: None,
+            lazy_engaged: false,
+            reads: Vec::new(),
+        };
         let evm = Context::mainnet()
             .with_db(view)
             .with_block(shared.block_env.clone())
@@ -294,12 +306,24 @@ impl<'a, R: StateReader> Vm<'a, R> {
         let result = match outcome {
             Ok(result) => result,
             Err(EVMError::Transaction(invalid)) => {
-                let output = TxOutput { result: Err(invalid), changes: StateDiff::default(), credits: Vec::new(), reads };
+                let output = TxOutput {
+                    result: Err(invalid),
+                    changes: StateDiff::default(),
+                    credits: Vec::new(),
+                    reads,
+                };
                 return Ok(Attempt::Done(output, Vec::new()));
             }
-            Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => return Ok(Attempt::Blocked(blocker)),
+            Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => {
+                return Ok(Attempt::Blocked(blocker));
+            }
             Err(EVMError::Database(ViewError::Storage(e))) => return Err(e.into()),
-            Err(e) => return Err(ExecutionError::Evm { context: format!("tx {tx}"), message: e.to_string() }),
+            Err(e) => {
+                return Err(ExecutionError::Evm {
+                    context: format!("tx {tx}"),
+                    message: e.to_string(),
+                });
+            }
         };
 
         let mut credits = Vec::new();
@@ -341,7 +365,11 @@ impl<'a, R: StateReader> Vm<'a, R> {
 fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 {
     let base_fee = u128::from(block.base_fee);
     let price = tx.effective_gas_price(base_fee);
-    let price = if block.spec.is_enabled_in(SpecId::LONDON) { price.saturating_sub(base_fee) } else { price };
+    let price = if block.spec.is_enabled_in(SpecId::LONDON) {
+        price.saturating_sub(base_fee)
+    } else {
+        price
+    };
     U256::from(price) * U256::from(result.tx_gas_used())
 }
 

@@ -97,13 +97,15 @@ impl MdbxStorage {
             for name in [ACCOUNTS, STORAGE, BYTECODES, BLOCK_HASHES] {
                 txn.create_table(Some(name), TableFlags::default()).map_err(|e| self.err(e))?;
             }
-            let meta = txn.create_table(Some(META), TableFlags::default()).map_err(|e| self.err(e))?;
+            let meta =
+                txn.create_table(Some(META), TableFlags::default()).map_err(|e| self.err(e))?;
             txn.put(&meta, FORMAT_KEY, FORMAT, WriteFlags::UPSERT).map_err(|e| self.err(e))?;
             txn.commit().map_err(|e| self.err(e))?;
             return Ok(());
         }
         let foreign = |reason: String| StorageError::Foreign { path: self.path.clone(), reason };
-        let meta = txn.open_table(Some(META)).map_err(|e| foreign(format!("no `meta` table ({e})")))?;
+        let meta =
+            txn.open_table(Some(META)).map_err(|e| foreign(format!("no `meta` table ({e})")))?;
         match txn.get::<Vec<u8>>(&meta, FORMAT_KEY).map_err(|e| self.err(e))? {
             Some(format) if format == FORMAT => Ok(()),
             Some(format) => Err(foreign(format!(
@@ -151,7 +153,11 @@ fn encode_account(account: &Account) -> [u8; ACCOUNT_LEN] {
 
 fn decode_account(key: &[u8], raw: &[u8]) -> Result<Account, StorageError> {
     if raw.len() != ACCOUNT_LEN {
-        return Err(corrupt(ACCOUNTS, key, &format!("{} bytes, expected {ACCOUNT_LEN}", raw.len())));
+        return Err(corrupt(
+            ACCOUNTS,
+            key,
+            &format!("{} bytes, expected {ACCOUNT_LEN}", raw.len()),
+        ));
     }
     Ok(Account {
         nonce: u64::from_be_bytes(raw[..8].try_into().expect("8 bytes")),
@@ -203,7 +209,9 @@ impl StateReader for MdbxReader<'_> {
         let key = number.to_be_bytes();
         match self.get(BLOCK_HASHES, &key)? {
             Some(raw) if raw.len() == 32 => Ok(Some(B256::from_slice(&raw))),
-            Some(raw) => Err(corrupt(BLOCK_HASHES, &key, &format!("{} bytes, expected 32", raw.len()))),
+            Some(raw) => {
+                Err(corrupt(BLOCK_HASHES, &key, &format!("{} bytes, expected 32", raw.len())))
+            }
             None => Ok(None),
         }
     }

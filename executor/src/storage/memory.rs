@@ -59,7 +59,12 @@ impl StateReader for &InMemoryStorage {
     }
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
-        Ok(self.storage.get(&address).and_then(|slots| slots.get(&slot)).copied().unwrap_or_default())
+        Ok(self
+            .storage
+            .get(&address)
+            .and_then(|slots| slots.get(&slot))
+            .copied()
+            .unwrap_or_default())
     }
 
     fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {

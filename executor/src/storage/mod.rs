@@ -57,8 +57,6 @@ pub trait Storage: Send + Sync {
     fn commit(&mut self, diff: &StateDiff) -> Result<(), StorageError>;
 
     /// Visits every account with its non-zero storage, in no particular order.
-    fn for_each_account(
-        &self,
-        visit: &mut dyn FnMut(AccountEntry<'_>),
-    ) -> Result<(), StorageError>;
+    fn for_each_account(&self, visit: &mut dyn FnMut(AccountEntry<'_>))
+    -> Result<(), StorageError>;
 }

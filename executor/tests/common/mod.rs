@@ -1,11 +1,11 @@
 //! Helpers shared by the executor's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use alloy_primitives::{Address, B256, Bytes, U256};
 use lockstep_executor::{
     Alloc, Block, BlockOutcome, GenesisAccount, InMemoryStorage, MdbxStorage, StateDiff, Storage,
     sequential, state_root,
 };
-use alloy_primitives::{Address, B256, Bytes, U256};
 
 pub const ETHER: u128 = 1_000_000_000_000_000_000;
 
@@ -29,7 +29,8 @@ pub fn run(alloc: &Alloc, block: &Block) -> (BlockOutcome, B256) {
 /// The same on a fresh MDBX store.
 pub fn run_mdbx(alloc: &Alloc, block: &Block) -> (BlockOutcome, B256) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = MdbxStorage::create(dir.path().join("db"), &StateDiff::from_alloc(alloc)).unwrap();
+    let mut store =
+        MdbxStorage::create(dir.path().join("db"), &StateDiff::from_alloc(alloc)).unwrap();
     let outcome = sequential::execute(&store, block).expect("block executes");
     store.commit(&outcome.diff).unwrap();
     (outcome, state_root(&store).unwrap())

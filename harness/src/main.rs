@@ -1,0 +1,177 @@
+//! `lockstep`: run generated workloads through both executor paths on both stores, check that
+//! they agree, and report how fast each is.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lockstep_executor::ParallelConfig;
+use lockstep_harness::{
+    WorkloadKind,
+    bench::{self, PerfRow, StorageKind},
+};
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Prove a parallel EVM executor matches the sequential one, and measure it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the benchmark workloads sequentially and in parallel, alternating, and report
+    /// medians, speedup, gas/s, re-executions and peak memory. Every run is also checked:
+    /// parallel must equal sequential.
+    Perf(PerfArgs),
+    /// Run one path repeatedly on one in-memory workload, for a profiler to watch.
+    #[command(hide = true)]
+    Profile {
+        #[arg(long, value_enum)]
+        workload: WorkloadArg,
+        #[arg(long, value_enum)]
+        path: PathArg,
+        #[arg(long, default_value_t = 200_000_000)]
+        gas: u64,
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PathArg {
+    Sequential,
+    Parallel,
+    Revm,
+}
+
+fn profile(kind: WorkloadKind, path: PathArg, gas: u64, iterations: usize, threads: usize) {
+    use lockstep_executor::{InMemoryStorage, StateDiff, parallel, sequential};
+    let workload = kind.generate(gas);
+    let store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
+    let config = ParallelConfig::with_threads(threads);
+    let start = std::time::Instant::now();
+    for _ in 0..iterations {
+        match path {
+            PathArg::Sequential => {
+                drop(std::hint::black_box(sequential::execute(&store, &workload.block)))
+            }
+            PathArg::Parallel => {
+                drop(std::hint::black_box(parallel::execute(&store, &workload.block, &config)))
+            }
+            PathArg::Revm => {
+                let db = bench::revm_db(&workload);
+                std::hint::black_box(bench::revm_loop(&workload, db));
+            }
+        }
+    }
+    println!("{:.2} ms per run", start.elapsed().as_secs_f64() * 1e3 / iterations as f64);
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StorageArg {
+    Memory,
+    Mdbx,
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum WorkloadArg {
+    RawTransfers,
+    Erc20Transfers,
+    AmmSwaps,
+    DependentChain,
+}
+
+impl WorkloadArg {
+    fn kind(self) -> WorkloadKind {
+        match self {
+            Self::RawTransfers => WorkloadKind::RawTransfers,
+            Self::Erc20Transfers => WorkloadKind::Erc20Transfers,
+            Self::AmmSwaps => WorkloadKind::AmmSwaps,
+            Self::DependentChain => WorkloadKind::DependentChain,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct PerfArgs {
+    /// Gas per generated block.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    gas: u64,
+    /// Timed runs per path (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Worker threads of the parallel path.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Workloads to run (default: all).
+    #[arg(long, value_enum)]
+    workload: Vec<WorkloadArg>,
+    #[arg(long, value_enum, default_value_t = StorageArg::Both)]
+    storage: StorageArg,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
+    let kinds: Vec<WorkloadKind> = if args.workload.is_empty() {
+        WorkloadKind::ALL.to_vec()
+    } else {
+        args.workload.iter().map(|w| w.kind()).collect()
+    };
+    let storages = match args.storage {
+        StorageArg::Memory => vec![StorageKind::Memory],
+        StorageArg::Mdbx => vec![StorageKind::Mdbx],
+        StorageArg::Both => vec![StorageKind::Memory, StorageKind::Mdbx],
+    };
+    let config = ParallelConfig::with_threads(args.threads);
+    let bar = ProgressBar::new(kinds.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("static template"),
+    );
+    let mut rows = Vec::new();
+    for kind in kinds {
+        bar.set_message(kind.name());
+        let workload = kind.generate(args.gas);
+        rows.extend(
+            bench::measure_all(&workload, &storages, &config, args.runs)
+                .map_err(|e| e.to_string())?,
+        );
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Profile { workload, path, gas, iterations, threads } => {
+            profile(workload.kind(), path, gas, iterations, threads);
+            ExitCode::SUCCESS
+        }
+        Command::Perf(args) => match perf(&args) {
+            Ok(rows) => {
+                print!("{}", bench::table(&rows));
+                if let Some(path) = &args.json {
+                    let json = serde_json::to_string_pretty(&rows).expect("rows serialize");
+                    if let Err(e) = std::fs::write(path, json) {
+                        eprintln!("error: cannot write {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
