@@ -73,10 +73,10 @@ impl<R: StateReader> BlockState<R> {
         let diff = evm_state_diff(&state, spec);
         // Keep revm's analysed code so it is not analysed again.
         for account in state.into_values() {
-            if let Some(code) = account.info.code {
-                if diff.codes.contains_key(&account.info.code_hash) {
-                    self.codes.entry(account.info.code_hash).or_insert(code);
-                }
+            if let Some(code) = account.info.code
+                && diff.codes.contains_key(&account.info.code_hash)
+            {
+                self.codes.entry(account.info.code_hash).or_insert(code);
             }
         }
         self.apply(&diff);
@@ -112,7 +112,7 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
         let info = &account.info;
         let removed = account.is_selfdestructed()
             || (spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) && account.is_empty());
-        let after = (!removed).then(|| Account {
+        let after = (!removed).then_some(Account {
             nonce: info.nonce,
             balance: info.balance,
             code_hash: info.code_hash,
@@ -146,27 +146,27 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
         if !changed {
             continue;
         }
-        if let Some(after) = &after {
-            if after.code_hash != KECCAK256_EMPTY
-                && before.map(|b| b.code_hash) != Some(after.code_hash)
-            {
-                if let Some(code) = &info.code {
-                    diff.codes.insert(after.code_hash, code.original_bytes());
-                }
-            }
+        if let Some(after) = &after
+            && after.code_hash != KECCAK256_EMPTY
+            && before.map(|b| b.code_hash) != Some(after.code_hash)
+            && let Some(code) = &info.code
+        {
+            diff.codes.insert(after.code_hash, code.original_bytes());
         }
         diff.accounts.insert(*address, AccountDiff { account: after, storage_cleared, storage });
     }
     diff
 }
 
-fn to_revm_info(account: Account) -> AccountInfo {
-    let mut info = AccountInfo::default();
-    info.balance = account.balance;
-    info.nonce = account.nonce;
-    info.code_hash = account.code_hash;
-    info.code = (account.code_hash == KECCAK256_EMPTY).then(Bytecode::default);
-    info
+/// revm's view of an account; code is loaded separately through `code_by_hash`.
+pub(crate) fn to_revm_info(account: Account) -> AccountInfo {
+    AccountInfo {
+        balance: account.balance,
+        nonce: account.nonce,
+        code_hash: account.code_hash,
+        code: (account.code_hash == KECCAK256_EMPTY).then(Bytecode::default),
+        ..Default::default()
+    }
 }
 
 impl<R: StateReader> Database for BlockState<R> {
@@ -202,10 +202,10 @@ impl<R: StateReader> Database for BlockState<R> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StorageError> {
-        if let Some((parent, hash)) = self.parent {
-            if parent == number {
-                return Ok(hash);
-            }
+        if let Some((parent, hash)) = self.parent
+            && parent == number
+        {
+            return Ok(hash);
         }
         self.reader.block_hash(number)?.ok_or(StorageError::MissingBlockHash(number))
     }

@@ -39,15 +39,15 @@ pub fn pre_block<R: StateReader>(
     if let Some(hash) = block.parent_hash {
         diff.block_hashes.insert(block.number.saturating_sub(1), hash);
     }
-    if block.spec.is_enabled_in(SpecId::CANCUN) {
-        if let Some(root) = block.parent_beacon_block_root {
-            diff.merge(&system_call(block, state, BEACON_ROOTS_ADDRESS, root.into(), false)?);
-        }
+    if block.spec.is_enabled_in(SpecId::CANCUN)
+        && let Some(root) = block.parent_beacon_block_root
+    {
+        diff.merge(&system_call(block, state, BEACON_ROOTS_ADDRESS, root.into(), false)?);
     }
-    if block.spec.is_enabled_in(SpecId::PRAGUE) {
-        if let Some(parent) = block.parent_hash {
-            diff.merge(&system_call(block, state, HISTORY_STORAGE_ADDRESS, parent.into(), false)?);
-        }
+    if block.spec.is_enabled_in(SpecId::PRAGUE)
+        && let Some(parent) = block.parent_hash
+    {
+        diff.merge(&system_call(block, state, HISTORY_STORAGE_ADDRESS, parent.into(), false)?);
     }
     Ok(diff)
 }

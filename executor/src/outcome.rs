@@ -127,6 +127,7 @@ impl fmt::Display for Divergence {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // callers pass computed temporaries
 fn check<T: PartialEq + fmt::Debug>(
     tx: Option<usize>,
     field: impl FnOnce() -> String,
@@ -169,9 +170,8 @@ fn diff_tx(i: usize, a: &TxOutcome, b: &TxOutcome) -> Option<Divergence> {
         return None;
     }
     let tx = Some(i);
-    let (ra, rb) = match (&a.result, &b.result) {
-        (Ok(ra), Ok(rb)) => (ra, rb),
-        _ => return check(tx, name("status"), status(&a.result), status(&b.result)),
+    let (Ok(ra), Ok(rb)) = (&a.result, &b.result) else {
+        return check(tx, name("status"), status(&a.result), status(&b.result));
     };
     check(tx, name("status"), status(&a.result), status(&b.result))
         .or_else(|| check(tx, name("gas_used"), ra.tx_gas_used(), rb.tx_gas_used()))

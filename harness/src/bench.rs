@@ -42,7 +42,7 @@ pub enum BenchError {
     Divergence {
         workload: String,
         storage: &'static str,
-        divergence: lockstep_executor::Divergence,
+        divergence: Box<lockstep_executor::Divergence>,
     },
     #[error("{workload}: cannot create the store: {message}")]
     Store { workload: String, message: String },
@@ -95,11 +95,13 @@ pub fn revm_db(workload: &Workload) -> CacheDB<EmptyDB> {
     let mut db = CacheDB::new(EmptyDB::default());
     for (address, account) in &workload.alloc {
         let code = Bytecode::new_raw(account.code.clone());
-        let mut info = AccountInfo::default();
-        info.balance = account.balance;
-        info.nonce = account.nonce;
-        info.code_hash = code.hash_slow();
-        info.code = Some(code);
+        let info = AccountInfo {
+            balance: account.balance,
+            nonce: account.nonce,
+            code_hash: code.hash_slow(),
+            code: Some(code),
+            ..Default::default()
+        };
         db.insert_account_info(*address, info);
         for (slot, value) in &account.storage {
             db.insert_account_storage(*address, *slot, *value).expect("in-memory insert");
@@ -130,7 +132,7 @@ fn check(
         Some(divergence) => Err(BenchError::Divergence {
             workload: workload.name.clone(),
             storage: storage.name(),
-            divergence,
+            divergence: Box::new(divergence),
         }),
     }
 }

@@ -59,10 +59,10 @@ fn profile(kind: WorkloadKind, path: PathArg, gas: u64, iterations: usize, threa
     for _ in 0..iterations {
         match path {
             PathArg::Sequential => {
-                drop(std::hint::black_box(sequential::execute(&store, &workload.block)))
+                drop(std::hint::black_box(sequential::execute(&store, &workload.block)));
             }
             PathArg::Parallel => {
-                drop(std::hint::black_box(parallel::execute(&store, &workload.block, &config)))
+                drop(std::hint::black_box(parallel::execute(&store, &workload.block, &config)));
             }
             PathArg::Revm => {
                 let db = bench::revm_db(&workload);

@@ -75,7 +75,7 @@ fn run(task: Task) -> Result<(), String> {
         Task::Ci => {
             cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-            cargo(&["nextest", "run", "--workspace", "--cargo-profile", "ci"])
+            cargo(&["nextest", "run", "--workspace"])
         }
     }
 }

@@ -33,11 +33,11 @@ impl Chaos {
 
     /// Whether to take an execution task before a pending validation.
     pub(crate) fn prefer_execution(&mut self) -> bool {
-        self.next() % 4 == 0
+        self.next().is_multiple_of(4)
     }
 
     /// A transaction to validate once more, now and then.
     pub(crate) fn extra_validation(&mut self, txs: usize) -> Option<usize> {
-        (txs > 0 && self.next() % 8 == 0).then(|| (self.next() % txs as u64) as usize)
+        (txs > 0 && self.next().is_multiple_of(8)).then(|| (self.next() % txs as u64) as usize)
     }
 }

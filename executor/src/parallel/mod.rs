@@ -229,7 +229,7 @@ impl<'a> Run<'a> {
                 }
                 Ok(Attempt::Done(output, writes)) => {
                     let wrote_new = self.shared.mv.record(version, writes);
-                    *self.outputs[version.tx].lock().expect("output lock poisoned") = Some(output);
+                    *self.outputs[version.tx].lock().expect("output lock poisoned") = Some(*output);
                     return self.scheduler.finish_execution(version, wrote_new);
                 }
             }
@@ -290,7 +290,7 @@ fn finish_in_order<R: StateReader>(
             Attempt::Done(new_output, writes) => {
                 let incarnation = run.scheduler.incarnation(tx) + 1;
                 shared.mv.record(Version { tx, incarnation }, writes);
-                *output = Some(new_output);
+                *output = Some(*new_output);
             }
             Attempt::Blocked(blocker) => {
                 return Err(ExecutionError::Evm {

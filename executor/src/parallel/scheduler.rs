@@ -227,10 +227,10 @@ impl Scheduler {
         if aborted {
             self.set_ready(tx);
             self.decrease_validation_idx(tx + 1);
-            if self.execution_idx.load(Ordering::SeqCst) > tx {
-                if let Some(version) = self.try_incarnate(tx) {
-                    return Some(Task::Execute(version));
-                }
+            if self.execution_idx.load(Ordering::SeqCst) > tx
+                && let Some(version) = self.try_incarnate(tx)
+            {
+                return Some(Task::Execute(version));
             }
         }
         self.active_tasks.fetch_sub(1, Ordering::SeqCst);

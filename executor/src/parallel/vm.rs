@@ -4,7 +4,7 @@
 use super::mv_memory::{Blocked, Found, Location, MvMemory, Origin, ReadMode, TxIdx, Write};
 use crate::{
     block::Block,
-    block_state::evm_state_diff,
+    block_state::{evm_state_diff, to_revm_info},
     error::ExecutionError,
     state::{Account, StateDiff, credited},
     storage::{StateReader, StorageError},
@@ -163,15 +163,6 @@ impl<R: StateReader> TxView<'_, R> {
     }
 }
 
-fn revm_info(account: Account) -> AccountInfo {
-    let mut info = AccountInfo::default();
-    info.balance = account.balance;
-    info.nonce = account.nonce;
-    info.code_hash = account.code_hash;
-    info.code = (account.code_hash == KECCAK256_EMPTY).then(Bytecode::default);
-    info
-}
-
 impl<R: StateReader> Database for TxView<'_, R> {
     type Error = ViewError;
 
@@ -183,11 +174,11 @@ impl<R: StateReader> Database for TxView<'_, R> {
             let account = self.account(address, ReadMode::IgnoreCredits)?;
             if account.is_none_or(|a| a.code_hash == KECCAK256_EMPTY) {
                 self.lazy_engaged = true;
-                return Ok(account.map(|a| revm_info(Account { balance: U256::ZERO, ..a })));
+                return Ok(account.map(|a| to_revm_info(Account { balance: U256::ZERO, ..a })));
             }
             self.lazy_candidate = None;
         }
-        Ok(self.account(address, ReadMode::Full)?.map(revm_info))
+        Ok(self.account(address, ReadMode::Full)?.map(to_revm_info))
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
@@ -261,7 +252,7 @@ impl<R: StateReader> std::fmt::Debug for Vm<'_, R> {
 
 /// The outcome of one attempt to execute an incarnation.
 pub(crate) enum Attempt {
-    Done(TxOutput, Vec<(Location, Write)>),
+    Done(Box<TxOutput>, Vec<(Location, Write)>),
     Blocked(TxIdx),
 }
 
@@ -312,7 +303,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
                     credits: Vec::new(),
                     reads,
                 };
-                return Ok(Attempt::Done(output, Vec::new()));
+                return Ok(Attempt::Done(Box::new(output), Vec::new()));
             }
             Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => {
                 return Ok(Attempt::Blocked(blocker));
@@ -329,10 +320,11 @@ impl<'a, R: StateReader> Vm<'a, R> {
         let mut credits = Vec::new();
         if view.lazy_engaged {
             let recipient = view.lazy_candidate.expect("engaged implies a candidate");
-            if let Some(account) = state.remove(&recipient) {
-                if account.is_touched() && !account.info.balance.is_zero() {
-                    credits.push((recipient, account.info.balance));
-                }
+            if let Some(account) = state.remove(&recipient)
+                && account.is_touched()
+                && !account.info.balance.is_zero()
+            {
+                credits.push((recipient, account.info.balance));
             }
         }
         let fee = beneficiary_fee(tx_env, block, &result);
@@ -349,15 +341,18 @@ impl<'a, R: StateReader> Vm<'a, R> {
         if !changes.codes.is_empty() {
             let mut codes = shared.codes.write().expect("code cache poisoned");
             for account in state.values() {
-                if let Some(code) = &account.info.code {
-                    if changes.codes.contains_key(&account.info.code_hash) {
-                        codes.entry(account.info.code_hash).or_insert_with(|| code.clone());
-                    }
+                if let Some(code) = &account.info.code
+                    && changes.codes.contains_key(&account.info.code_hash)
+                {
+                    codes.entry(account.info.code_hash).or_insert_with(|| code.clone());
                 }
             }
         }
         let writes = write_set(&changes, &credits);
-        Ok(Attempt::Done(TxOutput { result: Ok(result), changes, credits, reads }, writes))
+        Ok(Attempt::Done(
+            Box::new(TxOutput { result: Ok(result), changes, credits, reads }),
+            writes,
+        ))
     }
 }
 

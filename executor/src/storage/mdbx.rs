@@ -84,6 +84,7 @@ impl MdbxStorage {
         &self.path
     }
 
+    #[allow(clippy::needless_pass_by_value)] // used as `map_err(|e| self.err(e))`
     fn err(&self, e: libmdbx::Error) -> StorageError {
         StorageError::Mdbx { path: self.path.clone(), message: e.to_string() }
     }
