@@ -5,7 +5,10 @@ use crate::{
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
 };
-use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256, map::HashMap};
+use alloy_primitives::{
+    Address, B256, KECCAK256_EMPTY, U256,
+    map::{Entry, HashMap},
+};
 use revm::{
     Database,
     bytecode::Bytecode,
@@ -44,18 +47,19 @@ impl<R: StateReader> BlockState<R> {
 
     /// The current account at `address`.
     pub fn account(&mut self, address: Address) -> Result<Option<Account>, StorageError> {
-        if let Some(account) = self.accounts.get(&address) {
-            return Ok(*account);
+        match self.accounts.entry(address) {
+            Entry::Occupied(entry) => Ok(*entry.get()),
+            Entry::Vacant(entry) => Ok(*entry.insert(self.reader.account(address)?)),
         }
-        let account = self.reader.account(address)?;
-        self.accounts.insert(address, account);
-        Ok(account)
     }
 
     /// Applies a change set (already expressed as a diff) to the current state.
     pub fn apply(&mut self, diff: &StateDiff) {
         for (address, change) in &diff.accounts {
             self.accounts.insert(*address, change.account);
+            if !change.storage_cleared && change.storage.is_empty() {
+                continue;
+            }
             let slots = self.slots.entry(*address).or_default();
             if change.storage_cleared {
                 slots.cleared = true;
@@ -104,6 +108,16 @@ impl<R: StateReader> BlockState<R> {
 
 /// The diff of one transaction's journal output: every touched account that really changed.
 pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
+    evm_state_changes(state, spec, |_| {})
+}
+
+/// [`evm_state_diff`], also naming each account whose own fields (existence, nonce, balance,
+/// code) changed, as opposed to only its storage.
+pub(crate) fn evm_state_changes(
+    state: &EvmState,
+    spec: SpecId,
+    mut account_changed: impl FnMut(Address),
+) -> StateDiff {
     let mut diff = StateDiff::default();
     for (address, account) in state {
         if !account.is_touched() {
@@ -145,6 +159,9 @@ pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
             || !storage.is_empty();
         if !changed {
             continue;
+        }
+        if after != before || storage_cleared {
+            account_changed(*address);
         }
         if let Some(after) = &after
             && after.code_hash != KECCAK256_EMPTY

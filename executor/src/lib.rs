@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod parallel;
 pub mod root;
 pub mod sequential;
+pub mod sorted_map;
 pub mod state;
 pub mod storage;
 
@@ -21,6 +22,7 @@ pub use error::ExecutionError;
 pub use outcome::{BlockOutcome, Divergence, ExecutionStats, Receipt, TxOutcome};
 pub use parallel::ParallelConfig;
 pub use root::{logs_hash, state_root};
+pub use sorted_map::SortedMap;
 pub use state::{Account, AccountDiff, Alloc, GenesisAccount, StateDiff};
 pub use storage::{InMemoryStorage, MdbxStorage, StateReader, Storage, StorageError};
 

@@ -28,15 +28,24 @@ impl Receipt {
 pub struct TxOutcome {
     /// The execution result, or why the transaction is invalid (and so was not executed).
     pub result: Result<ExecutionResult, InvalidTransaction>,
-    /// `None` for an invalid transaction.
-    pub receipt: Option<Receipt>,
+    /// EIP-2718 type of the transaction.
+    pub tx_type: u8,
+    /// Gas used by the block up to and including this transaction.
+    pub cumulative_gas_used: u64,
     /// The state this transaction changed; empty for an invalid transaction.
     pub changes: StateDiff,
 }
 
 impl TxOutcome {
-    pub fn invalid(reason: InvalidTransaction) -> Self {
-        Self { result: Err(reason), receipt: None, changes: StateDiff::default() }
+    pub fn invalid(reason: InvalidTransaction, tx_type: u8, cumulative_gas_used: u64) -> Self {
+        Self { result: Err(reason), tx_type, cumulative_gas_used, changes: StateDiff::default() }
+    }
+
+    /// The receipt, built on demand (its bloom costs four hashes per log); `None` for an
+    /// invalid transaction.
+    pub fn receipt(&self) -> Option<Receipt> {
+        let result = self.result.as_ref().ok()?;
+        Some(Receipt::new(self.tx_type, result.is_success(), self.cumulative_gas_used, result.logs().to_vec()))
     }
 
     pub fn gas_used(&self) -> u64 {
@@ -92,8 +101,8 @@ pub struct BlockOutcome {
 }
 
 impl BlockOutcome {
-    pub fn receipts(&self) -> impl Iterator<Item = &Receipt> {
-        self.txs.iter().filter_map(|tx| tx.receipt.as_ref())
+    pub fn receipts(&self) -> impl Iterator<Item = Receipt> + '_ {
+        self.txs.iter().filter_map(TxOutcome::receipt)
     }
 
     /// The first invalid transaction: its index and reason.
@@ -190,7 +199,8 @@ fn diff_tx(i: usize, a: &TxOutcome, b: &TxOutcome) -> Option<Divergence> {
                 .find_map(|(j, (x, y))| check(tx, || format!("logs[{j}]"), x, y))
         })
         .or_else(|| check(tx, name("result"), ra, rb))
-        .or_else(|| check(tx, name("receipt"), &a.receipt, &b.receipt))
+        .or_else(|| check(tx, name("tx_type"), a.tx_type, b.tx_type))
+        .or_else(|| check(tx, name("cumulative_gas_used"), a.cumulative_gas_used, b.cumulative_gas_used))
         .or_else(|| diff_state(tx, "changes", &a.changes, &b.changes))
 }
 

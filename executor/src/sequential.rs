@@ -5,10 +5,11 @@ use crate::{
     block_state::BlockState,
     effects,
     error::ExecutionError,
-    outcome::{BlockOutcome, ExecutionStats, Receipt, TxOutcome},
-    state::StateDiff,
+    outcome::{BlockOutcome, ExecutionStats, TxOutcome},
+    state::{AccountDiff, StateDiff},
     storage::{StateReader, Storage},
 };
+use alloy_primitives::Address;
 use revm::{
     Context, ExecuteEvm, MainBuilder, MainContext,
     context::result::{EVMError, ExecutionResult},
@@ -49,7 +50,9 @@ pub fn execute_on_reader<R: StateReader>(
                 cumulative_gas += output.result.tx_gas_used();
                 txs.push(executed(tx.tx_type, output.result, cumulative_gas, changes));
             }
-            Err(EVMError::Transaction(invalid)) => txs.push(TxOutcome::invalid(invalid)),
+            Err(EVMError::Transaction(invalid)) => {
+                txs.push(TxOutcome::invalid(invalid, tx.tx_type, cumulative_gas));
+            }
             Err(e) => return Err(ExecutionError::from_evm(e, format_args!("tx {index}"))),
         }
     }
@@ -63,12 +66,10 @@ pub fn execute_on_reader<R: StateReader>(
 pub(crate) fn executed(
     tx_type: u8,
     result: ExecutionResult,
-    cumulative_gas: u64,
+    cumulative_gas_used: u64,
     changes: StateDiff,
 ) -> TxOutcome {
-    let receipt =
-        Receipt::new(tx_type, result.is_success(), cumulative_gas, result.logs().to_vec());
-    TxOutcome { result: Ok(result), receipt: Some(receipt), changes }
+    TxOutcome { result: Ok(result), tx_type, cumulative_gas_used, changes }
 }
 
 /// Merges the parts of a block's execution into its outcome.
@@ -78,11 +79,30 @@ pub(crate) fn assemble(
     post_block: StateDiff,
     stats: ExecutionStats,
 ) -> BlockOutcome {
-    let mut diff = pre_block.clone();
-    for tx in &txs {
-        diff.merge(&tx.changes);
-    }
-    diff.merge(&post_block);
+    let parts: Vec<&StateDiff> =
+        std::iter::once(&pre_block).chain(txs.iter().map(|tx| &tx.changes)).chain([&post_block]).collect();
+    let diff = merge_all(&parts);
     let gas_used = txs.iter().map(TxOutcome::gas_used).sum();
     BlockOutcome { txs, pre_block, post_block, diff, gas_used, stats }
+}
+
+/// Merges diffs given in order: one sort of every account change instead of a tree insert
+/// per change, and one clone per account.
+fn merge_all(parts: &[&StateDiff]) -> StateDiff {
+    let mut changes: Vec<(&Address, &AccountDiff)> = parts.iter().flat_map(|d| d.accounts.iter()).collect();
+    // Stable: the changes of one account stay in block order.
+    changes.sort_by_key(|(address, _)| **address);
+    let mut accounts: Vec<(Address, AccountDiff)> = Vec::with_capacity(changes.len());
+    for (address, change) in changes {
+        match accounts.last_mut() {
+            Some((last, merged)) if last == address => merged.merge(change),
+            _ => accounts.push((*address, change.clone())),
+        }
+    }
+    let mut diff = StateDiff { accounts: accounts.into_iter().collect(), ..StateDiff::default() };
+    for part in parts {
+        diff.codes.extend(part.codes.iter().map(|(k, v)| (*k, v.clone())));
+        diff.block_hashes.extend(part.block_hashes.iter().map(|(k, v)| (*k, *v)));
+    }
+    diff
 }

@@ -1,6 +1,7 @@
 //! Plain account state and the diffs that move a store from one block to the next.
 
 use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, U256, keccak256};
+use crate::sorted_map::SortedMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -87,7 +88,7 @@ impl AccountDiff {
 /// A set of state changes: one transaction's, one block's, or a whole pre-state allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDiff {
-    pub accounts: BTreeMap<Address, AccountDiff>,
+    pub accounts: SortedMap<Address, AccountDiff>,
     /// Code deployed by these changes, by hash.
     pub codes: BTreeMap<B256, Bytes>,
     /// Block hashes these changes make known (number → hash).

@@ -57,7 +57,7 @@ fn transfer_moves_value_and_pays_fees() {
     assert_eq!(balance(&outcome, to), Some(value));
     assert_eq!(balance(&outcome, address(0xbe, 0)), Some(U256::from(1_000_000_000u64 * 21_000)));
     assert_eq!(outcome.gas_used, 21_000);
-    let receipt = tx.receipt.as_ref().unwrap();
+    let receipt = tx.receipt().unwrap();
     assert!(receipt.success);
     assert_eq!((receipt.tx_type, receipt.cumulative_gas_used), (2, 21_000));
 }
@@ -84,10 +84,9 @@ fn erc20_transfer_writes_slots_and_logs() {
             &[contracts::TRANSFER_TOPIC, from.into_word(), to.into_word()]
         );
         assert_eq!(logs[0].data.data.as_ref(), &amount.to_be_bytes::<32>());
-        assert_eq!(tx.receipt.as_ref().unwrap().logs, *logs);
+        assert_eq!(tx.receipt().unwrap().logs, *logs);
         assert!(
-            tx.receipt
-                .as_ref()
+            tx.receipt()
                 .unwrap()
                 .logs_bloom
                 .contains_input(alloy_primitives::BloomInput::Raw(token.as_slice()))
@@ -265,7 +264,7 @@ fn revert_and_halt_keep_state_but_charge_gas() {
     ];
     let (outcome, _) = run(&alloc, &block(SpecId::CANCUN, txs));
     assert!(matches!(outcome.txs[0].result, Ok(ExecutionResult::Revert { .. })));
-    assert!(!outcome.txs[0].receipt.as_ref().unwrap().success);
+    assert!(!outcome.txs[0].receipt().unwrap().success);
     assert!(!outcome.txs[0].changes.accounts.contains_key(&token));
     assert!(matches!(
         outcome.txs[1].result,
@@ -302,11 +301,11 @@ fn invalid_transactions_are_reported_and_skipped() {
     ));
     assert!(matches!(outcome.txs[3].result, Err(InvalidTransaction::GasPriceLessThanBasefee)));
     for tx in &outcome.txs[..4] {
-        assert!(tx.changes.is_empty() && tx.receipt.is_none());
+        assert!(tx.changes.is_empty() && tx.receipt().is_none());
     }
     assert!(outcome.txs[4].result.as_ref().unwrap().is_success());
     assert_eq!(outcome.first_invalid().map(|(i, _)| i), Some(0));
-    assert_eq!(outcome.txs[4].receipt.as_ref().unwrap().cumulative_gas_used, 21_000);
+    assert_eq!(outcome.txs[4].receipt().unwrap().cumulative_gas_used, 21_000);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::state::Account;
 use alloy_primitives::{Address, U256, map::DefaultHashBuilder};
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     hash::{BuildHasher, Hash},
     sync::Mutex,
 };
@@ -78,7 +78,31 @@ pub(crate) enum ReadMode {
     IgnoreCredits,
 }
 
-type Versions = BTreeMap<TxIdx, Entry>;
+/// One location's entries, sorted by transaction. Most locations have one or two writers, so a
+/// vector beats a tree here (one small allocation instead of a full node).
+#[derive(Debug, Default)]
+struct Versions(Vec<(TxIdx, Entry)>);
+
+impl Versions {
+    fn insert(&mut self, tx: TxIdx, entry: Entry) {
+        match self.0.binary_search_by_key(&tx, |(t, _)| *t) {
+            Ok(i) => self.0[i].1 = entry,
+            Err(i) => self.0.insert(i, (tx, entry)),
+        }
+    }
+
+    fn remove(&mut self, tx: TxIdx) {
+        if let Ok(i) = self.0.binary_search_by_key(&tx, |(t, _)| *t) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Entries of transactions below `tx`, highest first.
+    fn below(&self, tx: TxIdx) -> impl Iterator<Item = &(TxIdx, Entry)> {
+        let end = self.0.partition_point(|(t, _)| *t < tx);
+        self.0[..end].iter().rev()
+    }
+}
 
 const SHARDS: usize = 256;
 
@@ -132,7 +156,7 @@ impl MvMemory {
         }
         for stale in previous.iter().filter(|l| !locations.contains(l)) {
             if let Some(versions) = self.shard(stale).get_mut(stale) {
-                versions.remove(&version.tx);
+                versions.remove(version.tx);
             }
         }
         *previous = locations;
@@ -159,7 +183,7 @@ impl MvMemory {
         let shard = self.shard(location);
         let mut found = Found { origin: Origin::default(), write: None, credits: Vec::new() };
         let Some(versions) = shard.get(location) else { return Ok(found) };
-        for (&writer, entry) in versions.range(..tx).rev() {
+        for &(writer, ref entry) in versions.below(tx) {
             match entry {
                 Entry::Estimate => return Err(Blocked(writer)),
                 Entry::Written(incarnation, Write::Credit(amount)) => {

@@ -4,7 +4,7 @@
 use super::mv_memory::{Blocked, Found, Location, MvMemory, Origin, ReadMode, TxIdx, Write};
 use crate::{
     block::Block,
-    block_state::{evm_state_diff, to_revm_info},
+    block_state::{evm_state_changes, to_revm_info},
     error::ExecutionError,
     state::{Account, StateDiff, credited},
     storage::{StateReader, StorageError},
@@ -337,7 +337,8 @@ impl<'a, R: StateReader> Vm<'a, R> {
             None => credits.push((block.beneficiary, fee)),
         }
 
-        let changes = evm_state_diff(&state, block.spec);
+        let mut accounts_changed = Vec::new();
+        let changes = evm_state_changes(&state, block.spec, |a| accounts_changed.push(a));
         if !changes.codes.is_empty() {
             let mut codes = shared.codes.write().expect("code cache poisoned");
             for account in state.values() {
@@ -348,7 +349,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
                 }
             }
         }
-        let writes = write_set(&changes, &credits);
+        let writes = write_set(&changes, &accounts_changed, &credits);
         Ok(Attempt::Done(
             Box::new(TxOutput { result: Ok(result), changes, credits, reads }),
             writes,
@@ -368,11 +369,19 @@ fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 
     U256::from(price) * U256::from(result.tx_gas_used())
 }
 
-/// The multi-version writes of an incarnation's changes and credits.
-fn write_set(changes: &StateDiff, credits: &[(Address, U256)]) -> Vec<(Location, Write)> {
+/// The multi-version writes of an incarnation's changes and credits. An account whose own
+/// fields did not change (a contract whose storage did) is not written, so its readers do not
+/// depend on this transaction.
+fn write_set(
+    changes: &StateDiff,
+    accounts_changed: &[Address],
+    credits: &[(Address, U256)],
+) -> Vec<(Location, Write)> {
     let mut writes = Vec::new();
     for (address, change) in &changes.accounts {
-        writes.push((Location::Account(*address), Write::Account(change.account)));
+        if accounts_changed.contains(address) {
+            writes.push((Location::Account(*address), Write::Account(change.account)));
+        }
         if change.storage_cleared {
             writes.push((Location::Wipe(*address), Write::Wipe));
         }
