@@ -45,7 +45,12 @@ impl TxOutcome {
     /// invalid transaction.
     pub fn receipt(&self) -> Option<Receipt> {
         let result = self.result.as_ref().ok()?;
-        Some(Receipt::new(self.tx_type, result.is_success(), self.cumulative_gas_used, result.logs().to_vec()))
+        Some(Receipt::new(
+            self.tx_type,
+            result.is_success(),
+            self.cumulative_gas_used,
+            result.logs().to_vec(),
+        ))
     }
 
     pub fn gas_used(&self) -> u64 {
@@ -200,7 +205,9 @@ fn diff_tx(i: usize, a: &TxOutcome, b: &TxOutcome) -> Option<Divergence> {
         })
         .or_else(|| check(tx, name("result"), ra, rb))
         .or_else(|| check(tx, name("tx_type"), a.tx_type, b.tx_type))
-        .or_else(|| check(tx, name("cumulative_gas_used"), a.cumulative_gas_used, b.cumulative_gas_used))
+        .or_else(|| {
+            check(tx, name("cumulative_gas_used"), a.cumulative_gas_used, b.cumulative_gas_used)
+        })
         .or_else(|| diff_state(tx, "changes", &a.changes, &b.changes))
 }
 

@@ -79,8 +79,10 @@ pub(crate) fn assemble(
     post_block: StateDiff,
     stats: ExecutionStats,
 ) -> BlockOutcome {
-    let parts: Vec<&StateDiff> =
-        std::iter::once(&pre_block).chain(txs.iter().map(|tx| &tx.changes)).chain([&post_block]).collect();
+    let parts: Vec<&StateDiff> = std::iter::once(&pre_block)
+        .chain(txs.iter().map(|tx| &tx.changes))
+        .chain([&post_block])
+        .collect();
     let diff = merge_all(&parts);
     let gas_used = txs.iter().map(TxOutcome::gas_used).sum();
     BlockOutcome { txs, pre_block, post_block, diff, gas_used, stats }
@@ -89,7 +91,8 @@ pub(crate) fn assemble(
 /// Merges diffs given in order: one sort of every account change instead of a tree insert
 /// per change, and one clone per account.
 fn merge_all(parts: &[&StateDiff]) -> StateDiff {
-    let mut changes: Vec<(&Address, &AccountDiff)> = parts.iter().flat_map(|d| d.accounts.iter()).collect();
+    let mut changes: Vec<(&Address, &AccountDiff)> =
+        parts.iter().flat_map(|d| d.accounts.iter()).collect();
     // Stable: the changes of one account stay in block order.
     changes.sort_by_key(|(address, _)| **address);
     let mut accounts: Vec<(Address, AccountDiff)> = Vec::with_capacity(changes.len());

@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(map[&3], "C", "the later duplicate wins");
         assert_eq!(map.insert(2, "b"), None);
         assert_eq!(map.insert(2, "B"), Some("b"));
-        assert_eq!(map.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(), vec![(1, "a"), (2, "B"), (3, "C")]);
+        assert_eq!(
+            map.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            vec![(1, "a"), (2, "B"), (3, "C")]
+        );
         assert_eq!(map.remove(&1), Some("a"));
         assert!(!map.contains_key(&1) && map.get(&9).is_none());
         let json = serde_json::to_string(&map).unwrap();

@@ -1,7 +1,7 @@
 //! Plain account state and the diffs that move a store from one block to the next.
 
-use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, U256, keccak256};
 use crate::sorted_map::SortedMap;
+use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, U256, keccak256};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

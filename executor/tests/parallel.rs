@@ -58,7 +58,10 @@ fn independent_workloads_never_reexecute() {
     // yet none depends on another: under any schedule nothing is re-executed or suspended.
     for kind in [WorkloadKind::RawTransfers, WorkloadKind::Erc20Transfers, WorkloadKind::AmmSwaps] {
         let workload = kind.generate(300 * kind.gas_per_tx());
-        for config in [ParallelConfig::always_parallel(2), ParallelConfig { chaos: Some(7), ..ParallelConfig::always_parallel(3) }] {
+        for config in [
+            ParallelConfig::always_parallel(2),
+            ParallelConfig { chaos: Some(7), ..ParallelConfig::always_parallel(3) },
+        ] {
             let outcome = assert_identical(&workload, &config);
             assert_eq!(outcome.stats.re_executions(), 0, "{kind:?}");
             assert_eq!(outcome.stats.suspensions.iter().sum::<u32>(), 0, "{kind:?}");
@@ -82,4 +85,3 @@ fn small_blocks_take_the_sequential_path() {
     let outcome = assert_identical(&workload, &ParallelConfig::with_threads(2));
     assert!(outcome.stats.sequential);
 }
-

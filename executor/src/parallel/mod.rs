@@ -86,7 +86,6 @@ pub fn execute<S: Storage + ?Sized>(
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
 
-    let t0 = std::time::Instant::now();
     let shared = Shared::new(block);
     let run = Run::new(&shared, config);
     std::thread::scope(|scope| {
@@ -96,7 +95,6 @@ pub fn execute<S: Storage + ?Sized>(
         }
         run.work(0, || storage.reader(), &pre_block);
     });
-    let t1 = t0.elapsed();
     if let Some(error) = run.error.lock().expect("error lock poisoned").take() {
         return Err(error);
     }
@@ -118,9 +116,7 @@ pub fn execute<S: Storage + ?Sized>(
         suspensions: collect(&run.scheduler, |c| &c.suspensions),
         sequential: false,
     };
-    let t2 = t0.elapsed();
     let txs = resolve_credits(block, outputs, vm.base())?;
-    let t3 = t0.elapsed();
     let post_block = if effects::has_post_block(block) {
         let mut state = BlockState::new(storage.reader()?, parent);
         state.apply(&pre_block);
@@ -131,9 +127,7 @@ pub fn execute<S: Storage + ?Sized>(
     } else {
         Default::default()
     };
-    let r = sequential::assemble(pre_block, txs, post_block, stats);
-    eprintln!("workers {t1:?} collect {t2:?} resolve {t3:?} assemble {:?}", t0.elapsed());
-    Ok(r)
+    Ok(sequential::assemble(pre_block, txs, post_block, stats))
 }
 
 fn collect(

@@ -2,10 +2,10 @@
 //! incarnation, so a transaction reads exactly what the transactions before it wrote.
 
 use crate::state::Account;
-use alloy_primitives::{Address, U256, map::DefaultHashBuilder};
+use alloy_primitives::{Address, U256};
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash},
+    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher},
     sync::Mutex,
 };
 
@@ -20,7 +20,7 @@ pub(crate) struct Version {
 }
 
 /// A unit of state that transactions read and write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Location {
     /// Nonce, balance and code hash, or the account's absence.
     Account(Address),
@@ -29,6 +29,46 @@ pub(crate) enum Location {
     /// slots not written since read as zero.
     Wipe(Address),
 }
+
+impl Hash for Location {
+    /// A few words are plenty: addresses and slots are already well mixed (or unique enough),
+    /// and hashing all 53 bytes dominated the memory's cost.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let word = |a: &Address| u64::from_le_bytes(a.0[12..20].try_into().expect("8 bytes"));
+        match self {
+            Location::Account(a) => state.write_u64(word(a)),
+            Location::Storage(a, slot) => {
+                state.write_u64(word(a) ^ slot.as_limbs()[0].rotate_left(17) ^ slot.as_limbs()[3]);
+            }
+            Location::Wipe(a) => state.write_u64(!word(a)),
+        }
+    }
+}
+
+/// Multiply-rotate mixing of the single word [`Location`] hashes to.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+type LocationMap<V> = HashMap<Location, V, BuildHasherDefault<WordHasher>>;
 
 /// What a transaction wrote at a location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,8 +148,7 @@ const SHARDS: usize = 256;
 
 /// The multi-version store, sharded by location to keep lock contention low.
 pub(crate) struct MvMemory {
-    shards: Vec<Mutex<HashMap<Location, Versions, DefaultHashBuilder>>>,
-    hasher: DefaultHashBuilder,
+    shards: Vec<Mutex<LocationMap<Versions>>>,
     /// Locations each transaction's latest incarnation wrote.
     last_written: Vec<Mutex<Vec<Location>>>,
 }
@@ -122,18 +161,22 @@ impl std::fmt::Debug for MvMemory {
 
 impl MvMemory {
     pub(crate) fn new(txs: usize) -> Self {
+        // About three written locations per transaction, spread over the shards.
+        let per_shard = 3 * txs / SHARDS + 4;
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: DefaultHashBuilder::default(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(LocationMap::with_capacity_and_hasher(per_shard, Default::default()))
+                })
+                .collect(),
             last_written: (0..txs).map(|_| Mutex::default()).collect(),
         }
     }
 
-    fn shard(
-        &self,
-        location: &Location,
-    ) -> std::sync::MutexGuard<'_, HashMap<Location, Versions, DefaultHashBuilder>> {
-        let index = self.hasher.hash_one(location) as usize % SHARDS;
+    fn shard(&self, location: &Location) -> std::sync::MutexGuard<'_, LocationMap<Versions>> {
+        // The high bits pick the shard; the map inside uses the low ones.
+        let hash = BuildHasherDefault::<WordHasher>::default().hash_one(location);
+        let index = (hash >> 56) as usize % SHARDS;
         self.shards[index].lock().expect("mv memory lock poisoned")
     }
 
