@@ -1,4 +1,7 @@
-//! lockstep-ethtests: Ethereum test fixtures through every executor path.
+//! lockstep-ethtests: Ethereum test fixtures through every executor path and store.
 
 pub mod fixtures;
+pub mod report;
+pub mod runner;
 pub mod schema;
+pub mod state;

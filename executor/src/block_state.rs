@@ -68,7 +68,7 @@ impl<R: StateReader> BlockState<R> {
             slots.values.extend(change.storage.iter().map(|(k, v)| (*k, *v)));
         }
         for (hash, code) in &diff.codes {
-            self.codes.entry(*hash).or_insert_with(|| Bytecode::new_raw(code.clone()));
+            self.codes.entry(*hash).or_insert_with(|| crate::state::bytecode(code));
         }
     }
 

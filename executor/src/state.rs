@@ -25,6 +25,13 @@ impl Account {
     }
 }
 
+/// Analysed code for raw bytes; malformed EIP-7702 designators are kept as legacy code, as
+/// revm's own test runner does, rather than panicking.
+pub fn bytecode(raw: &Bytes) -> revm::bytecode::Bytecode {
+    revm::bytecode::Bytecode::new_raw_checked(raw.clone())
+        .unwrap_or_else(|_| revm::bytecode::Bytecode::new_legacy(raw.clone()))
+}
+
 /// `account` after a balance credit that touches it: created if absent, and removed when left
 /// empty once EIP-161 (Spurious Dragon) is active.
 pub fn credited(

@@ -94,7 +94,7 @@ pub fn peak_rss_mb() -> f64 {
 pub fn revm_db(workload: &Workload) -> CacheDB<EmptyDB> {
     let mut db = CacheDB::new(EmptyDB::default());
     for (address, account) in &workload.alloc {
-        let code = Bytecode::new_raw(account.code.clone());
+        let code = lockstep_executor::state::bytecode(&account.code);
         let info = AccountInfo {
             balance: account.balance,
             nonce: account.nonce,

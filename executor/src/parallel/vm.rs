@@ -85,7 +85,7 @@ impl<R: StateReader> Base<'_, R> {
 
     fn code(&self, hash: B256) -> Result<Option<Bytecode>, StorageError> {
         match self.pre_block.codes.get(&hash) {
-            Some(code) => Ok(Some(Bytecode::new_raw(code.clone()))),
+            Some(code) => Ok(Some(crate::state::bytecode(code))),
             None => self.reader.code(hash),
         }
     }

@@ -193,7 +193,7 @@ impl StateReader for MdbxReader<'_> {
             return Ok(Some(code.clone()));
         }
         let Some(raw) = self.get(BYTECODES, code_hash.as_slice())? else { return Ok(None) };
-        let code = Bytecode::new_raw(raw.into());
+        let code = crate::state::bytecode(&raw.into());
         self.codes.borrow_mut().insert(code_hash, code.clone());
         Ok(Some(code))
     }

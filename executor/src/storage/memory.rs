@@ -24,7 +24,7 @@ impl InMemoryStorage {
 
     fn apply(&mut self, diff: &StateDiff) {
         for (hash, code) in &diff.codes {
-            self.codes.entry(*hash).or_insert_with(|| Bytecode::new_raw(code.clone()));
+            self.codes.entry(*hash).or_insert_with(|| crate::state::bytecode(code));
         }
         for (address, change) in &diff.accounts {
             match change.account {
