@@ -42,7 +42,7 @@ pub struct Block {
     pub excess_blob_gas: Option<u64>,
     /// Overrides the fork's blob base fee update fraction (blob-parameter-only forks).
     pub blob_base_fee_update_fraction: Option<u64>,
-    /// Overrides the fork's blob count limit per transaction.
+    /// Overrides the fork's blob count limit per transaction (see `default_max_blobs_per_tx`).
     pub max_blobs_per_tx: Option<u64>,
     /// When known, answers BLOCKHASH(number - 1) and feeds the EIP-2935 system call.
     pub parent_hash: Option<B256>,
@@ -80,6 +80,20 @@ impl Default for Block {
     }
 }
 
+/// The per-transaction blob limit of each fork: the block limit until Osaka (6 in Cancun,
+/// 9 in Prague), then EIP-7594's 6.
+fn default_max_blobs_per_tx(spec: SpecId) -> Option<u64> {
+    if spec.is_enabled_in(SpecId::OSAKA) {
+        Some(6)
+    } else if spec.is_enabled_in(SpecId::PRAGUE) {
+        Some(9)
+    } else if spec.is_enabled_in(SpecId::CANCUN) {
+        Some(6)
+    } else {
+        None
+    }
+}
+
 impl Block {
     /// revm's block environment for this block.
     pub fn block_env(&self) -> BlockEnv {
@@ -109,7 +123,7 @@ impl Block {
     pub fn cfg_env(&self) -> CfgEnv {
         let mut cfg = CfgEnv::new_with_spec(self.spec).with_chain_id(self.chain_id);
         cfg.blob_base_fee_update_fraction = self.blob_base_fee_update_fraction;
-        cfg.max_blobs_per_tx = self.max_blobs_per_tx;
+        cfg.max_blobs_per_tx = self.max_blobs_per_tx.or_else(|| default_max_blobs_per_tx(self.spec));
         cfg
     }
 
