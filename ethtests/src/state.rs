@@ -4,7 +4,8 @@
 use crate::report::{CaseResult, Outcome, Paths};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use lockstep_executor::{
-    Alloc, Block, BlockOutcome, GenesisAccount, InMemoryStorage, MdbxStorage, ParallelConfig,
+    AccountDiff, Alloc, Block, StateReader,
+    state::credited, BlockOutcome, GenesisAccount, InMemoryStorage, MdbxStorage, ParallelConfig,
     StateDiff, Storage, logs_hash, parallel,
     revm::{context::TxEnv, primitives::hardfork::SpecId},
     sequential, state_root,
@@ -134,8 +135,24 @@ fn run_on<S: Storage>(
         return Err(format!("sequential != parallel: {d}"));
     }
     store.commit(&seq.diff).map_err(|e| e.to_string())?;
+    if seq.txs.iter().any(|tx| tx.result.is_err()) {
+        touch_coinbase(&mut store, block).map_err(|e| e.to_string())?;
+    }
     let root = state_root(&store).map_err(|e| e.to_string())?;
     Ok((seq, root))
+}
+
+/// The fixtures' post-states come from geth's runner, which pays the coinbase a zero reward
+/// even when the transaction is invalid. Before EIP-161 that touch creates an empty account.
+fn touch_coinbase<S: Storage>(store: &mut S, block: &Block) -> Result<(), lockstep_executor::StorageError> {
+    let before = store.reader()?.account(block.beneficiary)?;
+    let after = credited(before, U256::ZERO, block.spec);
+    if after != before {
+        let mut diff = StateDiff::default();
+        diff.accounts.insert(block.beneficiary, AccountDiff { account: after, ..Default::default() });
+        store.commit(&diff)?;
+    }
+    Ok(())
 }
 
 fn run_everywhere(pre: &StateDiff, block: &Block, options: &RunOptions, paths: &mut Paths) -> Result<Vec<(BlockOutcome, B256)>, String> {

@@ -27,6 +27,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the Ethereum state tests through both executor paths (release build). Extra
+    /// arguments go to `lockstep-ethtests` (see `--help` there): paths, --fork, --filter,
+    /// --storage, --threads, --shard I/N, --json, --junit, --keep-going.
+    Ethtests {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// What CI runs: formatting, clippy with warnings denied, and the test suite.
     Ci,
 }
@@ -69,6 +76,11 @@ fn run(task: Task) -> Result<(), String> {
                 "--json",
                 &json,
             ];
+            all.extend(args.iter().map(String::as_str));
+            cargo(&all)
+        }
+        Task::Ethtests { args } => {
+            let mut all = vec!["run", "--release", "--quiet", "-p", "lockstep-ethtests", "--bin", "lockstep-ethtests", "--"];
             all.extend(args.iter().map(String::as_str));
             cargo(&all)
         }
