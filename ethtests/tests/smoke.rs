@@ -21,21 +21,21 @@ fn smoke(archive: &str, shard: &str, storage: StorageChoice) -> Report {
 
 #[test]
 fn general_state_tests_slice() {
-    let report = smoke("GeneralStateTests.tar.zst", "1/15", StorageChoice::Memory);
+    let report = smoke("GeneralStateTests.tar.zst", "1/4", StorageChoice::Memory);
     assert!(report.passed > 1_000, "{}", report.passed);
 }
 
 #[test]
 fn general_state_tests_slice_on_mdbx() {
-    smoke("GeneralStateTests.tar.zst", "7/60", StorageChoice::Both);
+    smoke("GeneralStateTests.tar.zst", "3/20", StorageChoice::Both);
 }
 
 #[test]
 fn legacy_tests_slice() {
-    smoke("legacytests-Cancun-GeneralStateTests.tar.zst", "3/80", StorageChoice::Memory);
+    smoke("legacytests-Cancun-GeneralStateTests.tar.zst", "3/16", StorageChoice::Memory);
 }
 
 #[test]
 fn execution_spec_tests_slice() {
-    smoke("eest-fusaka-devnet-5.tar.zst", "1/4", StorageChoice::Memory);
+    smoke("eest-fusaka-devnet-5.tar.zst", "1/2", StorageChoice::Memory);
 }
