@@ -72,12 +72,18 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<bool, String> {
     let roots = if args.paths.is_empty() {
-        let dir = fixtures::default_ethtests_dir().ok_or("no fixtures: pass paths or set ETHTESTS_DIR")?;
+        let dir = fixtures::default_ethtests_dir()
+            .ok_or("no fixtures: pass paths or set ETHTESTS_DIR")?;
         DEFAULT_ARCHIVES.iter().map(|a| dir.join(a)).collect()
     } else {
         args.paths.clone()
     };
-    let filter = args.filter.as_deref().map(regex::Regex::new).transpose().map_err(|e| format!("--filter: {e}"))?;
+    let filter = args
+        .filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| format!("--filter: {e}"))?;
     let options = RunOptions {
         storage: match args.storage {
             StorageArg::Memory => StorageChoice::Memory,
@@ -102,7 +108,8 @@ fn run(args: &Args) -> Result<bool, String> {
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &args.junit {
-        std::fs::write(path, report::junit(&cases)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, report::junit(&cases))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(report.failed == 0 || args.keep_going)
 }

@@ -112,7 +112,8 @@ impl Report {
                 report.failures.push(case.clone());
             }
         }
-        (report.passed, report.failed, report.skipped) = (total.passed, total.failed, total.skipped);
+        (report.passed, report.failed, report.skipped) =
+            (total.passed, total.failed, total.skipped);
         report
     }
 
@@ -136,7 +137,12 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<24} {:>8} {:>8} {:>8}\ntime in paths: sequential {:.2}s, parallel {:.2}s",
-            "total", self.passed, self.failed, self.skipped, self.sequential_seconds, self.parallel_seconds
+            "total",
+            self.passed,
+            self.failed,
+            self.skipped,
+            self.sequential_seconds,
+            self.parallel_seconds
         );
         out
     }
@@ -164,14 +170,20 @@ pub fn junit(cases: &[CaseResult]) -> String {
         );
         for case in cases {
             let time = (case.paths.sequential + case.paths.parallel).as_secs_f64();
-            let _ = write!(out, "    <testcase name=\"{}\" time=\"{time:.6}\"", xml_escape(&case.name()));
+            let _ = write!(
+                out,
+                "    <testcase name=\"{}\" time=\"{time:.6}\"",
+                xml_escape(&case.name())
+            );
             match &case.outcome {
                 Outcome::Passed => out.push_str("/>\n"),
                 Outcome::Failed(reason) => {
-                    let _ = writeln!(out, "><failure message=\"{}\"/></testcase>", xml_escape(reason));
+                    let _ =
+                        writeln!(out, "><failure message=\"{}\"/></testcase>", xml_escape(reason));
                 }
                 Outcome::Skipped(reason) => {
-                    let _ = writeln!(out, "><skipped message=\"{}\"/></testcase>", xml_escape(reason));
+                    let _ =
+                        writeln!(out, "><skipped message=\"{}\"/></testcase>", xml_escape(reason));
                 }
             }
         }

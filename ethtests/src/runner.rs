@@ -22,8 +22,10 @@ impl std::str::FromStr for Shard {
     /// Parses `I/N` with 1 ≤ I ≤ N (as CI matrices number their jobs).
     fn from_str(s: &str) -> Result<Self, String> {
         let (i, n) = s.split_once('/').ok_or_else(|| format!("shard `{s}` is not I/N"))?;
-        let index: usize = i.trim().parse().map_err(|_| format!("shard index `{i}` is not a number"))?;
-        let count: usize = n.trim().parse().map_err(|_| format!("shard count `{n}` is not a number"))?;
+        let index: usize =
+            i.trim().parse().map_err(|_| format!("shard index `{i}` is not a number"))?;
+        let count: usize =
+            n.trim().parse().map_err(|_| format!("shard count `{n}` is not a number"))?;
         if count == 0 || index == 0 || index > count {
             return Err(format!("shard `{s}` must satisfy 1 <= I <= N"));
         }
@@ -34,7 +36,12 @@ impl std::str::FromStr for Shard {
 impl Shard {
     /// Files of this shard, taken round-robin from the sorted list.
     pub fn select(self, files: Vec<PathBuf>) -> Vec<PathBuf> {
-        files.into_iter().enumerate().filter(|(i, _)| i % self.count == self.index).map(|(_, f)| f).collect()
+        files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count == self.index)
+            .map(|(_, f)| f)
+            .collect()
     }
 }
 
@@ -62,7 +69,8 @@ fn run_one(path: &Path, options: &RunOptions) -> Vec<CaseResult> {
 pub fn run(files: &[PathBuf], options: &RunOptions, progress: bool) -> Vec<CaseResult> {
     let bar = if progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg} [{elapsed_precise}]").expect("static template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} files {msg} [{elapsed_precise}]")
+            .expect("static template"),
     );
     let failed = std::sync::atomic::AtomicUsize::new(0);
     let vectors = std::sync::atomic::AtomicUsize::new(0);
@@ -71,9 +79,14 @@ pub fn run(files: &[PathBuf], options: &RunOptions, progress: bool) -> Vec<CaseR
         .enumerate()
         .map(|(i, path)| {
             let cases = run_one(path, options);
-            let new_failures = cases.iter().filter(|c| matches!(c.outcome, crate::report::Outcome::Failed(_))).count();
-            let f = failed.fetch_add(new_failures, std::sync::atomic::Ordering::Relaxed) + new_failures;
-            let v = vectors.fetch_add(cases.len(), std::sync::atomic::Ordering::Relaxed) + cases.len();
+            let new_failures = cases
+                .iter()
+                .filter(|c| matches!(c.outcome, crate::report::Outcome::Failed(_)))
+                .count();
+            let f =
+                failed.fetch_add(new_failures, std::sync::atomic::Ordering::Relaxed) + new_failures;
+            let v =
+                vectors.fetch_add(cases.len(), std::sync::atomic::Ordering::Relaxed) + cases.len();
             bar.set_message(format!("{v} cases, {f} failed"));
             bar.inc(1);
             (i, cases)

@@ -4,11 +4,12 @@
 use crate::report::{CaseResult, Outcome, Paths};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use lockstep_executor::{
-    AccountDiff, Alloc, Block, StateReader,
-    state::credited, BlockOutcome, GenesisAccount, InMemoryStorage, MdbxStorage, ParallelConfig,
-    StateDiff, Storage, logs_hash, parallel,
+    AccountDiff, Alloc, Block, BlockOutcome, GenesisAccount, InMemoryStorage, MdbxStorage,
+    ParallelConfig, StateDiff, StateReader, Storage, logs_hash, parallel,
     revm::{context::TxEnv, primitives::hardfork::SpecId},
-    sequential, state_root,
+    sequential,
+    state::credited,
+    state_root,
 };
 use revm_statetest_types::{SpecName, Test, TestSuite, TestUnit};
 use std::time::Instant;
@@ -43,7 +44,10 @@ pub struct RunOptions {
 
 /// Cases revm cannot represent, by test-name prefix: reported as skipped, never as passed.
 pub const SKIPS: &[(&str, &str)] = &[
-    ("InitCollision", "CREATE into an account with storage (EIP-7610): revm's state cannot hold it"),
+    (
+        "InitCollision",
+        "CREATE into an account with storage (EIP-7610): revm's state cannot hold it",
+    ),
     ("create2collisionStorage", "CREATE2 into an account with storage (EIP-7610)"),
     ("dynamicAccountOverwriteEmpty", "CREATE into an account with storage (EIP-7610)"),
     ("RevertInCreateInInit", "CREATE into an account with storage (EIP-7610)"),
@@ -144,18 +148,27 @@ fn run_on<S: Storage>(
 
 /// The fixtures' post-states come from geth's runner, which pays the coinbase a zero reward
 /// even when the transaction is invalid. Before EIP-161 that touch creates an empty account.
-fn touch_coinbase<S: Storage>(store: &mut S, block: &Block) -> Result<(), lockstep_executor::StorageError> {
+fn touch_coinbase<S: Storage>(
+    store: &mut S,
+    block: &Block,
+) -> Result<(), lockstep_executor::StorageError> {
     let before = store.reader()?.account(block.beneficiary)?;
     let after = credited(before, U256::ZERO, block.spec);
     if after != before {
         let mut diff = StateDiff::default();
-        diff.accounts.insert(block.beneficiary, AccountDiff { account: after, ..Default::default() });
+        diff.accounts
+            .insert(block.beneficiary, AccountDiff { account: after, ..Default::default() });
         store.commit(&diff)?;
     }
     Ok(())
 }
 
-fn run_everywhere(pre: &StateDiff, block: &Block, options: &RunOptions, paths: &mut Paths) -> Result<Vec<(BlockOutcome, B256)>, String> {
+fn run_everywhere(
+    pre: &StateDiff,
+    block: &Block,
+    options: &RunOptions,
+    paths: &mut Paths,
+) -> Result<Vec<(BlockOutcome, B256)>, String> {
     let config = ParallelConfig::always_parallel(options.threads.max(1));
     let mut runs = Vec::new();
     if options.storage.memory() {
@@ -179,7 +192,13 @@ fn run_everywhere(pre: &StateDiff, block: &Block, options: &RunOptions, paths: &
 }
 
 /// Checks one post vector against the fixture.
-fn check_vector(unit: &TestUnit, spec: SpecId, test: &Test, options: &RunOptions, paths: &mut Paths) -> Result<(), String> {
+fn check_vector(
+    unit: &TestUnit,
+    spec: SpecId,
+    test: &Test,
+    options: &RunOptions,
+    paths: &mut Paths,
+) -> Result<(), String> {
     let tx = match test.tx_env(unit) {
         Ok(tx) => tx,
         Err(_) if test.expect_exception.is_some() => return Ok(()),
@@ -226,7 +245,13 @@ fn synthetic_sender(k: usize) -> Address {
 
 /// All vectors of one test and fork as one block, each transaction from its own copy of the
 /// sender, executed sequentially and in parallel at 2 and more threads.
-fn check_block(unit: &TestUnit, spec: SpecId, tests: &[Test], options: &RunOptions, paths: &mut Paths) -> Result<(), String> {
+fn check_block(
+    unit: &TestUnit,
+    spec: SpecId,
+    tests: &[Test],
+    options: &RunOptions,
+    paths: &mut Paths,
+) -> Result<(), String> {
     let mut alloc = pre_alloc(unit);
     let mut txs = Vec::new();
     for (k, test) in tests.iter().enumerate() {
@@ -260,11 +285,16 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
     let file = path.display().to_string();
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if let Some(why) = skip_reason(&file, stem) {
-        return vec![CaseResult::new(&file, stem, "-", None).finish(Outcome::Skipped(why.into()), Paths::default())];
+        return vec![
+            CaseResult::new(&file, stem, "-", None)
+                .finish(Outcome::Skipped(why.into()), Paths::default()),
+        ];
     }
     let suite: TestSuite = match serde_json::from_str(text) {
         Ok(suite) => suite,
-        Err(e) => return vec![CaseResult::file_error(&file, format!("malformed state test JSON: {e}"))],
+        Err(e) => {
+            return vec![CaseResult::file_error(&file, format!("malformed state test JSON: {e}"))];
+        }
     };
     let mut results = Vec::new();
     for (name, unit) in &suite.0 {
@@ -279,11 +309,16 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
             let case = |vector: Option<usize>| CaseResult::new(&file, name, &fork, vector);
             if *spec_name == SpecName::Unknown {
                 let known = "Frontier..Osaka as named by the fixtures";
-                results.push(case(None).finish(Outcome::Failed(format!("unknown fork name in `post` (expected {known})")), Paths::default()));
+                results.push(case(None).finish(
+                    Outcome::Failed(format!("unknown fork name in `post` (expected {known})")),
+                    Paths::default(),
+                ));
                 continue;
             }
             if let Some(why) = fork_skip(spec_name).or_else(|| skip_reason(&file, name)) {
-                results.extend(tests.iter().enumerate().map(|(k, _)| case(Some(k)).finish(Outcome::Skipped(why.into()), Paths::default())));
+                results.extend(tests.iter().enumerate().map(|(k, _)| {
+                    case(Some(k)).finish(Outcome::Skipped(why.into()), Paths::default())
+                }));
                 continue;
             }
             let spec = spec_name.to_spec_id();
@@ -291,7 +326,10 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
                 let mut paths = Paths::default();
                 let outcome = match catch(|| check_vector(unit, spec, test, options, &mut paths)) {
                     Ok(()) => Outcome::Passed,
-                    Err(e) => Outcome::Failed(format!("indexes d{} g{} v{}: {e}", test.indexes.data, test.indexes.gas, test.indexes.value)),
+                    Err(e) => Outcome::Failed(format!(
+                        "indexes d{} g{} v{}: {e}",
+                        test.indexes.data, test.indexes.gas, test.indexes.value
+                    )),
                 };
                 results.push(case(Some(k)).finish(outcome, paths));
             }

@@ -9,8 +9,11 @@ use lockstep_ethtests::{
 use std::path::{Path, PathBuf};
 
 fn general_state_tests() -> PathBuf {
-    let root = fixtures::default_ethtests_dir().expect("ETHTESTS_DIR or ../shared/ethtests must exist");
-    fixtures::materialize(&root.join("GeneralStateTests.tar.zst")).unwrap().join("GeneralStateTests")
+    let root =
+        fixtures::default_ethtests_dir().expect("ETHTESTS_DIR or ../shared/ethtests must exist");
+    fixtures::materialize(&root.join("GeneralStateTests.tar.zst"))
+        .unwrap()
+        .join("GeneralStateTests")
 }
 
 fn example(name: &str) -> (PathBuf, String) {
@@ -38,14 +41,22 @@ fn a_real_vector_passes_on_both_stores() {
 #[test]
 fn wrong_expectations_fail_with_the_field() {
     let (path, text) = example("add11.json");
-    let wrong_root = text.replace("0xe8010ce590f401c9d61fef8ab05bea9bcec24281b795e5868809bc4e515aa530", &format!("0x{}", "11".repeat(32)));
+    let wrong_root = text.replace(
+        "0xe8010ce590f401c9d61fef8ab05bea9bcec24281b795e5868809bc4e515aa530",
+        &format!("0x{}", "11".repeat(32)),
+    );
     let results = run_file(&path, &wrong_root, &options());
     let Outcome::Failed(reason) = &results[0].outcome else { panic!("{results:?}") };
     assert!(reason.contains("state root: expected 0x1111"), "{reason}");
     assert!(reason.contains("indexes d0 g0 v0"), "{reason}");
 
-    let wrong_logs = text.replace("0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347", &format!("0x{}", "22".repeat(32)));
-    let Outcome::Failed(reason) = &run_file(&path, &wrong_logs, &options())[0].outcome else { panic!() };
+    let wrong_logs = text.replace(
+        "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        &format!("0x{}", "22".repeat(32)),
+    );
+    let Outcome::Failed(reason) = &run_file(&path, &wrong_logs, &options())[0].outcome else {
+        panic!()
+    };
     assert!(reason.contains("logs hash"), "{reason}");
 }
 
@@ -99,11 +110,16 @@ fn malformed_files_fail_alone_and_name_the_problem() {
         write(dir.path(), "b_not_json.json", "{ this is not json"),
         write(dir.path(), "c_bad_hex.json", &good.replace("\"0x0de0b6b3a7640000\"", "\"0xzz\"")),
         write(dir.path(), "d_unknown_fork.json", &good.replace("\"Cancun\"", "\"Atlantis\"")),
-        write(dir.path(), "e_missing_field.json", &good.replace("\"transaction\"", "\"transactionz\"")),
+        write(
+            dir.path(),
+            "e_missing_field.json",
+            &good.replace("\"transaction\"", "\"transactionz\""),
+        ),
         write(dir.path(), "f_truncated.json", &good[..good.len() / 2]),
     ];
     let results = runner::run(&files, &options(), false);
-    let by_file = |name: &str| results.iter().filter(|r| r.file.ends_with(name)).collect::<Vec<_>>();
+    let by_file =
+        |name: &str| results.iter().filter(|r| r.file.ends_with(name)).collect::<Vec<_>>();
     assert_eq!(by_file("a_good.json")[0].outcome, Outcome::Passed);
     for (name, needle) in [
         ("b_not_json.json", "malformed state test JSON"),
@@ -137,7 +153,10 @@ fn skips_are_reported_as_skipped() {
     assert_eq!(results.len(), 1);
     assert!(matches!(&results[0].outcome, Outcome::Skipped(why) if why.contains("256 bits")));
     let collision = runner::collect_files(&[dir.join("stSStoreTest")]).unwrap();
-    let init = collision.iter().find(|f| f.to_string_lossy().contains("InitCollision")).expect("an InitCollision fixture");
+    let init = collision
+        .iter()
+        .find(|f| f.to_string_lossy().contains("InitCollision"))
+        .expect("an InitCollision fixture");
     let results = runner::run(std::slice::from_ref(init), &options(), false);
     assert!(results.iter().all(|r| matches!(r.outcome, Outcome::Skipped(_))), "{results:?}");
 }

@@ -9,7 +9,8 @@ use lockstep_ethtests::{
 };
 
 fn smoke(archive: &str, shard: &str, storage: StorageChoice) -> Report {
-    let root = fixtures::default_ethtests_dir().expect("ETHTESTS_DIR or ../shared/ethtests must exist");
+    let root =
+        fixtures::default_ethtests_dir().expect("ETHTESTS_DIR or ../shared/ethtests must exist");
     let files = runner::collect_files(&[root.join(archive)]).unwrap();
     let files = shard.parse::<Shard>().unwrap().select(files);
     let options = RunOptions { storage, threads: 2, fork: None, filter: None };

@@ -123,7 +123,8 @@ impl Block {
     pub fn cfg_env(&self) -> CfgEnv {
         let mut cfg = CfgEnv::new_with_spec(self.spec).with_chain_id(self.chain_id);
         cfg.blob_base_fee_update_fraction = self.blob_base_fee_update_fraction;
-        cfg.max_blobs_per_tx = self.max_blobs_per_tx.or_else(|| default_max_blobs_per_tx(self.spec));
+        cfg.max_blobs_per_tx =
+            self.max_blobs_per_tx.or_else(|| default_max_blobs_per_tx(self.spec));
         cfg
     }
 

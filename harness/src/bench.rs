@@ -7,7 +7,6 @@ use lockstep_executor::{
     parallel,
     revm::{
         Context, ExecuteCommitEvm, MainBuilder, MainContext,
-        bytecode::Bytecode,
         database::{CacheDB, EmptyDB},
         state::AccountInfo,
     },

@@ -80,7 +80,16 @@ fn run(task: Task) -> Result<(), String> {
             cargo(&all)
         }
         Task::Ethtests { args } => {
-            let mut all = vec!["run", "--release", "--quiet", "-p", "lockstep-ethtests", "--bin", "lockstep-ethtests", "--"];
+            let mut all = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "lockstep-ethtests",
+                "--bin",
+                "lockstep-ethtests",
+                "--",
+            ];
             all.extend(args.iter().map(String::as_str));
             cargo(&all)
         }

@@ -8,6 +8,7 @@
 
 mod chaos;
 mod mv_memory;
+mod padded;
 mod scheduler;
 mod vm;
 
@@ -18,12 +19,13 @@ use crate::{
     error::ExecutionError,
     outcome::{BlockOutcome, ExecutionStats, TxOutcome},
     sequential,
-    state::{Account, AccountDiff, credited},
+    state::{self, Account, AccountDiff},
     storage::{StateReader, Storage},
 };
 use alloy_primitives::Address;
 use chaos::Chaos;
 use mv_memory::Version;
+use padded::CachePadded;
 use scheduler::{Scheduler, Task};
 use std::{
     collections::HashMap,
@@ -104,19 +106,25 @@ pub fn execute<S: Storage + ?Sized>(
     if run.fell_back.load(Ordering::Relaxed) {
         finish_in_order(&shared, &run, &mut vm)?;
     }
-    let outputs: Vec<TxOutput> = run
-        .outputs
-        .into_iter()
-        .map(|o| o.into_inner().expect("output lock poisoned").expect("every transaction executed"))
-        .collect();
     let stats = ExecutionStats {
-        executions: run.executions.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
-        validations: collect(&run.scheduler, |c| &c.validations),
-        aborts: collect(&run.scheduler, |c| &c.aborts),
-        suspensions: collect(&run.scheduler, |c| &c.suspensions),
+        executions: run.slots.iter().map(|s| s.executions.load(Ordering::Relaxed)).collect(),
+        validations: collect(&run.scheduler, txs, |c| &c.validations),
+        aborts: collect(&run.scheduler, txs, |c| &c.aborts),
+        suspensions: collect(&run.scheduler, txs, |c| &c.suspensions),
         sequential: false,
     };
-    let txs = resolve_credits(block, outputs, vm.base())?;
+    let outputs: Vec<TxOutput> = run
+        .slots
+        .into_iter()
+        .map(|s| {
+            s.0.output
+                .into_inner()
+                .expect("output lock poisoned")
+                .expect("every transaction executed")
+        })
+        .collect();
+    let resolved = resolve_credits(block, &outputs, vm.base())?;
+    let txs = outcomes(block, outputs, resolved, config.threads.get());
     let post_block = if effects::has_post_block(block) {
         let mut state = BlockState::new(storage.reader()?, parent);
         state.apply(&pre_block);
@@ -132,9 +140,23 @@ pub fn execute<S: Storage + ?Sized>(
 
 fn collect(
     scheduler: &Scheduler,
+    txs: usize,
     field: impl Fn(&scheduler::TxCounters) -> &AtomicUsize,
 ) -> Vec<u32> {
-    scheduler.counters.iter().map(|c| field(c).load(Ordering::Relaxed) as u32).collect()
+    (0..txs).map(|tx| field(scheduler.counters(tx)).load(Ordering::Relaxed) as u32).collect()
+}
+
+/// One transaction's latest output and its execution count.
+#[derive(Debug, Default)]
+struct TxSlot {
+    output: Mutex<Option<TxOutput>>,
+    executions: AtomicU32,
+}
+
+impl TxSlot {
+    fn output(&self) -> std::sync::MutexGuard<'_, Option<TxOutput>> {
+        self.output.lock().expect("output lock poisoned")
+    }
 }
 
 /// State of one parallel run, shared by its workers.
@@ -142,8 +164,7 @@ struct Run<'a> {
     shared: &'a Shared<'a>,
     config: &'a ParallelConfig,
     scheduler: Scheduler,
-    outputs: Vec<Mutex<Option<TxOutput>>>,
-    executions: Vec<AtomicU32>,
+    slots: Vec<CachePadded<TxSlot>>,
     error: Mutex<Option<ExecutionError>>,
     fell_back: std::sync::atomic::AtomicBool,
     total_executions: AtomicUsize,
@@ -157,8 +178,7 @@ impl<'a> Run<'a> {
             shared,
             config,
             scheduler: Scheduler::new(txs),
-            outputs: (0..txs).map(|_| Mutex::default()).collect(),
-            executions: (0..txs).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..txs).map(|_| CachePadded::default()).collect(),
             error: Mutex::default(),
             fell_back: Default::default(),
             total_executions: AtomicUsize::new(0),
@@ -190,7 +210,7 @@ impl<'a> Run<'a> {
                 chaos.delay();
                 if task.is_none() {
                     task = chaos
-                        .extra_validation(self.outputs.len())
+                        .extra_validation(self.slots.len())
                         .and_then(|tx| self.scheduler.extra_validation(tx));
                 }
             }
@@ -213,7 +233,7 @@ impl<'a> Run<'a> {
 
     fn execute<R: StateReader>(&self, vm: &mut Vm<'_, R>, version: Version) -> Option<Task> {
         loop {
-            self.executions[version.tx].fetch_add(1, Ordering::Relaxed);
+            self.slots[version.tx].executions.fetch_add(1, Ordering::Relaxed);
             let executions = self.total_executions.fetch_add(1, Ordering::Relaxed) + 1;
             match vm.execute(version.tx) {
                 Err(e) => {
@@ -229,7 +249,7 @@ impl<'a> Run<'a> {
                 }
                 Ok(Attempt::Done(output, writes)) => {
                     let wrote_new = self.shared.mv.record(version, writes);
-                    *self.outputs[version.tx].lock().expect("output lock poisoned") = Some(*output);
+                    *self.slots[version.tx].output() = Some(*output);
                     return self.scheduler.finish_execution(version, wrote_new);
                 }
             }
@@ -238,7 +258,7 @@ impl<'a> Run<'a> {
 
     fn validate(&self, version: Version) -> Option<Task> {
         let valid = {
-            let output = self.outputs[version.tx].lock().expect("output lock poisoned");
+            let output = self.slots[version.tx].output();
             let reads = &output.as_ref().expect("validated after execution").reads;
             reads
                 .iter()
@@ -276,7 +296,7 @@ fn finish_in_order<R: StateReader>(
     vm: &mut Vm<'_, R>,
 ) -> Result<(), ExecutionError> {
     for tx in 0..shared.block.transactions.len() {
-        let mut output = run.outputs[tx].lock().expect("output lock poisoned");
+        let mut output = run.slots[tx].output();
         // Only an executed transaction's writes are in the memory (not estimates).
         let valid = run.scheduler.is_executed(tx)
             && output.as_ref().is_some_and(|o| {
@@ -285,7 +305,7 @@ fn finish_in_order<R: StateReader>(
         if valid {
             continue;
         }
-        run.executions[tx].fetch_add(1, Ordering::Relaxed);
+        run.slots[tx].executions.fetch_add(1, Ordering::Relaxed);
         match vm.execute(tx)? {
             Attempt::Done(new_output, writes) => {
                 let incarnation = run.scheduler.incarnation(tx) + 1;
@@ -303,54 +323,92 @@ fn finish_in_order<R: StateReader>(
     Ok(())
 }
 
-/// Turns the final outputs into outcomes: credits become full account states, in block order,
-/// exactly as sequential execution would have written them.
+/// What the credits of one transaction resolve to, and the block's gas up to it.
+struct Resolved {
+    credited: Vec<(Address, AccountDiff)>,
+    cumulative_gas: u64,
+}
+
+/// Resolves credits in block order into the full account states sequential execution writes.
+/// Only credited accounts are followed, so this pass stays cheap.
 fn resolve_credits<R: StateReader>(
     block: &Block,
-    outputs: Vec<TxOutput>,
+    outputs: &[TxOutput],
     base: &Base<'_, R>,
-) -> Result<Vec<TxOutcome>, ExecutionError> {
+) -> Result<Vec<Resolved>, ExecutionError> {
     let credited_accounts: std::collections::HashSet<Address> =
         outputs.iter().flat_map(|o| o.credits.iter().map(|(a, _)| *a)).collect();
-    let mut current: HashMap<Address, Option<Account>> = HashMap::new();
+    let mut current: HashMap<Address, Option<Account>> =
+        HashMap::with_capacity(credited_accounts.len());
     let mut cumulative_gas = 0;
-    let mut txs = Vec::with_capacity(outputs.len());
-    for (index, output) in outputs.into_iter().enumerate() {
-        let TxOutput { result, mut changes, credits, .. } = output;
-        for (address, change) in &changes.accounts {
+    let mut resolved = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        for (address, change) in output.changes.accounts.iter() {
             if credited_accounts.contains(address) {
                 current.insert(*address, change.account);
             }
         }
-        for (address, amount) in credits {
-            let before = match current.get(&address) {
+        let mut credited = Vec::new();
+        for (address, amount) in &output.credits {
+            let before = match current.get(address) {
                 Some(account) => *account,
-                None => base.account(address)?,
+                None => base.account(*address)?,
             };
-            let after = credited(before, amount, block.spec);
-            current.insert(address, after);
+            let after = state::credited(before, *amount, block.spec);
+            current.insert(*address, after);
             if after != before {
-                changes
-                    .accounts
-                    .insert(address, AccountDiff { account: after, ..Default::default() });
+                credited.push((*address, AccountDiff { account: after, ..Default::default() }));
             }
         }
-        match result {
-            Ok(result) => {
-                cumulative_gas += result.tx_gas_used();
-                txs.push(sequential::executed(
-                    block.transactions[index].tx_type,
-                    result,
-                    cumulative_gas,
-                    changes,
-                ));
-            }
-            Err(invalid) => txs.push(TxOutcome::invalid(
-                invalid,
-                block.transactions[index].tx_type,
-                cumulative_gas,
-            )),
-        }
+        cumulative_gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
+        resolved.push(Resolved { credited, cumulative_gas });
     }
-    Ok(txs)
+    Ok(resolved)
+}
+
+/// Builds the outcomes from outputs and resolved credits, a contiguous range per thread.
+fn outcomes(
+    block: &Block,
+    outputs: Vec<TxOutput>,
+    resolved: Vec<Resolved>,
+    threads: usize,
+) -> Vec<TxOutcome> {
+    let build = |index: usize, output: TxOutput, resolved: Resolved| {
+        let TxOutput { result, mut changes, .. } = output;
+        for (address, change) in resolved.credited {
+            changes.accounts.insert(address, change);
+        }
+        let tx_type = block.transactions[index].tx_type;
+        match result {
+            Ok(result) => sequential::executed(tx_type, result, resolved.cumulative_gas, changes),
+            Err(invalid) => TxOutcome::invalid(invalid, tx_type, resolved.cumulative_gas),
+        }
+    };
+    let chunk = outputs.len().div_ceil(threads.max(1)).max(1);
+    let mut outputs = outputs;
+    let mut resolved = resolved;
+    let mut parts = Vec::new();
+    while outputs.len() > chunk {
+        let start = outputs.len() - chunk;
+        parts.push((start, outputs.split_off(start), resolved.split_off(start)));
+    }
+    parts.push((0, outputs, resolved));
+    let mut built: Vec<Vec<TxOutcome>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|(start, outputs, resolved)| {
+                scope.spawn(move || {
+                    outputs
+                        .into_iter()
+                        .zip(resolved)
+                        .enumerate()
+                        .map(|(i, (o, r))| build(start + i, o, r))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("outcome builder panicked")).collect()
+    });
+    built.reverse();
+    built.into_iter().flatten().collect()
 }

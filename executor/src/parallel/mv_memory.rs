@@ -1,6 +1,7 @@
 //! Multi-version memory: for every location, the writes of each transaction's latest
 //! incarnation, so a transaction reads exactly what the transactions before it wrote.
 
+use super::padded::CachePadded;
 use crate::state::Account;
 use alloy_primitives::{Address, U256};
 use std::{
@@ -118,29 +119,60 @@ pub(crate) enum ReadMode {
     IgnoreCredits,
 }
 
-/// One location's entries, sorted by transaction. Most locations have one or two writers, so a
-/// vector beats a tree here (one small allocation instead of a full node).
-#[derive(Debug, Default)]
-struct Versions(Vec<(TxIdx, Entry)>);
+/// One location's entries, sorted by transaction. Most locations have a single writer, kept
+/// inline; more spill into a vector (one small allocation, never a tree node).
+#[derive(Debug)]
+enum Versions {
+    One((TxIdx, Entry)),
+    Many(Vec<(TxIdx, Entry)>),
+}
 
 impl Versions {
+    fn as_slice(&self) -> &[(TxIdx, Entry)] {
+        match self {
+            Versions::One(pair) => std::slice::from_ref(pair),
+            Versions::Many(pairs) => pairs,
+        }
+    }
+
     fn insert(&mut self, tx: TxIdx, entry: Entry) {
-        match self.0.binary_search_by_key(&tx, |(t, _)| *t) {
-            Ok(i) => self.0[i].1 = entry,
-            Err(i) => self.0.insert(i, (tx, entry)),
+        let pairs = match self {
+            Versions::One((t, e)) if *t == tx => return *e = entry,
+            Versions::One(_) => {
+                let Versions::One(first) =
+                    std::mem::replace(self, Versions::Many(Vec::with_capacity(2)))
+                else {
+                    unreachable!()
+                };
+                let Versions::Many(pairs) = self else { unreachable!() };
+                pairs.push(first);
+                pairs
+            }
+            Versions::Many(pairs) => pairs,
+        };
+        match pairs.binary_search_by_key(&tx, |(t, _)| *t) {
+            Ok(i) => pairs[i].1 = entry,
+            Err(i) => pairs.insert(i, (tx, entry)),
         }
     }
 
     fn remove(&mut self, tx: TxIdx) {
-        if let Ok(i) = self.0.binary_search_by_key(&tx, |(t, _)| *t) {
-            self.0.remove(i);
+        match self {
+            Versions::One((t, _)) if *t == tx => *self = Versions::Many(Vec::new()),
+            Versions::One(_) => {}
+            Versions::Many(pairs) => {
+                if let Ok(i) = pairs.binary_search_by_key(&tx, |(t, _)| *t) {
+                    pairs.remove(i);
+                }
+            }
         }
     }
 
     /// Entries of transactions below `tx`, highest first.
     fn below(&self, tx: TxIdx) -> impl Iterator<Item = &(TxIdx, Entry)> {
-        let end = self.0.partition_point(|(t, _)| *t < tx);
-        self.0[..end].iter().rev()
+        let pairs = self.as_slice();
+        let end = pairs.partition_point(|(t, _)| *t < tx);
+        pairs[..end].iter().rev()
     }
 }
 
@@ -148,9 +180,9 @@ const SHARDS: usize = 256;
 
 /// The multi-version store, sharded by location to keep lock contention low.
 pub(crate) struct MvMemory {
-    shards: Vec<Mutex<LocationMap<Versions>>>,
+    shards: Vec<CachePadded<Mutex<LocationMap<Versions>>>>,
     /// Locations each transaction's latest incarnation wrote.
-    last_written: Vec<Mutex<Vec<Location>>>,
+    last_written: Vec<CachePadded<Mutex<Vec<Location>>>>,
 }
 
 impl std::fmt::Debug for MvMemory {
@@ -166,10 +198,11 @@ impl MvMemory {
         Self {
             shards: (0..SHARDS)
                 .map(|_| {
-                    Mutex::new(LocationMap::with_capacity_and_hasher(per_shard, Default::default()))
+                    let map = LocationMap::with_capacity_and_hasher(per_shard, Default::default());
+                    CachePadded(Mutex::new(map))
                 })
                 .collect(),
-            last_written: (0..txs).map(|_| Mutex::default()).collect(),
+            last_written: (0..txs).map(|_| CachePadded::default()).collect(),
         }
     }
 
@@ -185,10 +218,15 @@ impl MvMemory {
     pub(crate) fn record(&self, version: Version, writes: Vec<(Location, Write)>) -> bool {
         let locations: Vec<Location> = writes.iter().map(|(l, _)| *l).collect();
         for (location, write) in writes {
-            self.shard(&location)
-                .entry(location)
-                .or_default()
-                .insert(version.tx, Entry::Written(version.incarnation, write));
+            let entry = Entry::Written(version.incarnation, write);
+            match self.shard(&location).entry(location) {
+                std::collections::hash_map::Entry::Occupied(mut versions) => {
+                    versions.get_mut().insert(version.tx, entry);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Versions::One((version.tx, entry)));
+                }
+            }
         }
         let mut previous = self.last_written[version.tx].lock().expect("lock poisoned");
         let mut wrote_new = false;

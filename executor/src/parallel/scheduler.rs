@@ -1,7 +1,10 @@
 //! The collaborative scheduler of Block-STM: execution and validation indices that worker
 //! threads pull tasks from, transaction statuses, and suspension on dependencies.
 
-use super::mv_memory::{Incarnation, TxIdx, Version};
+use super::{
+    mv_memory::{Incarnation, TxIdx, Version},
+    padded::CachePadded,
+};
 use std::sync::{
     Mutex,
     atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -29,38 +32,50 @@ pub(crate) struct TxCounters {
     pub(crate) suspensions: AtomicUsize,
 }
 
+/// One transaction's scheduling state, on its own cache lines.
+#[derive(Debug)]
+struct TxSlot {
+    status: Mutex<(Incarnation, Status)>,
+    /// Transactions suspended until this one finishes executing.
+    dependents: Mutex<Vec<TxIdx>>,
+    counters: TxCounters,
+}
+
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     txs: usize,
-    execution_idx: AtomicUsize,
-    validation_idx: AtomicUsize,
+    execution_idx: CachePadded<AtomicUsize>,
+    validation_idx: CachePadded<AtomicUsize>,
     /// Bumped whenever an index moves down, so `check_done` can tell nothing moved meanwhile.
-    decrease_count: AtomicUsize,
-    active_tasks: AtomicUsize,
-    done: AtomicBool,
-    status: Vec<Mutex<(Incarnation, Status)>>,
-    /// Transactions suspended until the keyed transaction finishes executing.
-    dependents: Vec<Mutex<Vec<TxIdx>>>,
-    pub(crate) counters: Vec<TxCounters>,
+    decrease_count: CachePadded<AtomicUsize>,
+    active_tasks: CachePadded<AtomicUsize>,
+    done: CachePadded<AtomicBool>,
+    slots: Vec<CachePadded<TxSlot>>,
 }
 
 impl Scheduler {
     pub(crate) fn new(txs: usize) -> Self {
         Self {
             txs,
-            execution_idx: AtomicUsize::new(0),
-            validation_idx: AtomicUsize::new(0),
-            decrease_count: AtomicUsize::new(0),
-            active_tasks: AtomicUsize::new(0),
-            done: AtomicBool::new(txs == 0),
-            status: (0..txs).map(|_| Mutex::new((0, Status::ReadyToExecute))).collect(),
-            dependents: (0..txs).map(|_| Mutex::default()).collect(),
-            counters: (0..txs).map(|_| TxCounters::default()).collect(),
+            execution_idx: CachePadded(AtomicUsize::new(0)),
+            validation_idx: CachePadded(AtomicUsize::new(0)),
+            decrease_count: CachePadded(AtomicUsize::new(0)),
+            active_tasks: CachePadded(AtomicUsize::new(0)),
+            done: CachePadded(AtomicBool::new(txs == 0)),
+            slots: (0..txs)
+                .map(|_| {
+                    CachePadded(TxSlot {
+                        status: Mutex::new((0, Status::ReadyToExecute)),
+                        dependents: Mutex::default(),
+                        counters: TxCounters::default(),
+                    })
+                })
+                .collect(),
         }
     }
 
     fn status(&self, tx: TxIdx) -> std::sync::MutexGuard<'_, (Incarnation, Status)> {
-        self.status[tx].lock().expect("scheduler lock poisoned")
+        self.slots[tx].status.lock().expect("scheduler lock poisoned")
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -70,6 +85,10 @@ impl Scheduler {
     /// Stops every worker at its next task pick-up (on an error, or to fall back).
     pub(crate) fn halt(&self) {
         self.done.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn counters(&self, tx: TxIdx) -> &TxCounters {
+        &self.slots[tx].counters
     }
 
     /// Whether a transaction's latest incarnation finished and was not aborted since.
@@ -166,14 +185,15 @@ impl Scheduler {
     /// Suspends `tx` until `blocker` finishes executing. Returns false if `blocker` already has,
     /// in which case `tx` should simply execute again.
     pub(crate) fn add_dependency(&self, tx: TxIdx, blocker: TxIdx) -> bool {
-        let mut dependents = self.dependents[blocker].lock().expect("scheduler lock poisoned");
+        let mut dependents =
+            self.slots[blocker].dependents.lock().expect("scheduler lock poisoned");
         if self.status(blocker).1 == Status::Executed {
             return false;
         }
         self.status(tx).1 = Status::Aborting;
         dependents.push(tx);
         drop(dependents);
-        self.counters[tx].suspensions.fetch_add(1, Ordering::Relaxed);
+        self.slots[tx].counters.suspensions.fetch_add(1, Ordering::Relaxed);
         self.active_tasks.fetch_sub(1, Ordering::SeqCst);
         true
     }
@@ -192,7 +212,7 @@ impl Scheduler {
     ) -> Option<Task> {
         self.status(version.tx).1 = Status::Executed;
         let dependents = std::mem::take(
-            &mut *self.dependents[version.tx].lock().expect("scheduler lock poisoned"),
+            &mut *self.slots[version.tx].dependents.lock().expect("scheduler lock poisoned"),
         );
         if let Some(min) = dependents.iter().min().copied() {
             for tx in dependents {
@@ -215,7 +235,7 @@ impl Scheduler {
         let mut status = self.status(version.tx);
         if *status == (version.incarnation, Status::Executed) {
             status.1 = Status::Aborting;
-            self.counters[version.tx].aborts.fetch_add(1, Ordering::Relaxed);
+            self.slots[version.tx].counters.aborts.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         false
@@ -223,7 +243,7 @@ impl Scheduler {
 
     /// Ends a validation; after an abort, returns the re-execution if this worker should run it.
     pub(crate) fn finish_validation(&self, tx: TxIdx, aborted: bool) -> Option<Task> {
-        self.counters[tx].validations.fetch_add(1, Ordering::Relaxed);
+        self.slots[tx].counters.validations.fetch_add(1, Ordering::Relaxed);
         if aborted {
             self.set_ready(tx);
             self.decrease_validation_idx(tx + 1);
@@ -297,7 +317,7 @@ mod tests {
         assert_eq!(s.finish_validation(1, false), None);
         assert_eq!(s.next_task(false), None);
         assert!(s.is_done());
-        assert_eq!(s.counters[1].aborts.load(Ordering::Relaxed), 1);
+        assert_eq!(s.counters(1).aborts.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -310,6 +330,6 @@ mod tests {
         // Tx 1 is ready again with incarnation 1, and the execution index moved back to it.
         assert_eq!(s.next_task(true), Some(Task::Execute(v(1, 1))));
         assert!(!s.add_dependency(1, 0), "a finished blocker does not suspend");
-        assert_eq!(s.counters[1].suspensions.load(Ordering::Relaxed), 1);
+        assert_eq!(s.counters(1).suspensions.load(Ordering::Relaxed), 1);
     }
 }
