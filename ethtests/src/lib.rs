@@ -1,6 +1,7 @@
 //! lockstep-ethtests: Ethereum test fixtures through every executor path and store.
 
-pub mod fixtures;
+pub use lockstep_harness::fixtures;
+
 pub mod report;
 pub mod runner;
 pub mod schema;

@@ -17,6 +17,24 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The receipt as the consensus layer encodes it (EIP-2718 envelope, EIP-658 status).
+    pub fn envelope(&self) -> alloy_consensus::ReceiptEnvelope {
+        use alloy_consensus::{Eip658Value, ReceiptEnvelope, ReceiptWithBloom};
+        let receipt = alloy_consensus::Receipt {
+            status: Eip658Value::Eip658(self.success),
+            cumulative_gas_used: self.cumulative_gas_used,
+            logs: self.logs.clone(),
+        };
+        let with_bloom = ReceiptWithBloom { receipt, logs_bloom: self.logs_bloom };
+        match self.tx_type {
+            1 => ReceiptEnvelope::Eip2930(with_bloom),
+            2 => ReceiptEnvelope::Eip1559(with_bloom),
+            3 => ReceiptEnvelope::Eip4844(with_bloom),
+            4 => ReceiptEnvelope::Eip7702(with_bloom),
+            _ => ReceiptEnvelope::Legacy(with_bloom),
+        }
+    }
+
     pub fn new(tx_type: u8, success: bool, cumulative_gas_used: u64, logs: Vec<Log>) -> Self {
         let logs_bloom = logs_bloom(&logs);
         Self { tx_type, success, cumulative_gas_used, logs, logs_bloom }
@@ -108,6 +126,23 @@ pub struct BlockOutcome {
 impl BlockOutcome {
     pub fn receipts(&self) -> impl Iterator<Item = Receipt> + '_ {
         self.txs.iter().filter_map(TxOutcome::receipt)
+    }
+
+    /// The receipts root of the block's post-Byzantium (status) receipts.
+    pub fn receipts_root(&self) -> alloy_primitives::B256 {
+        let envelopes: Vec<_> = self.receipts().map(|r| r.envelope()).collect();
+        alloy_consensus::proofs::calculate_receipt_root(&envelopes)
+    }
+
+    /// The block's logs bloom: every receipt's bloom combined.
+    pub fn logs_bloom(&self) -> Bloom {
+        let mut bloom = Bloom::ZERO;
+        for tx in &self.txs {
+            if let Ok(result) = &tx.result {
+                bloom.accrue_bloom(&logs_bloom(result.logs()));
+            }
+        }
+        bloom
     }
 
     /// The first invalid transaction: its index and reason.

@@ -3,6 +3,7 @@
 pub mod asm;
 pub mod bench;
 pub mod contracts;
+pub mod fixtures;
 pub mod random_block;
 pub mod workloads;
 

@@ -33,14 +33,23 @@ pub fn cache_dir() -> PathBuf {
         .map_or_else(|| workspace_root().join(".cache"), PathBuf::from)
 }
 
-/// Where the Ethereum test fixtures are: `$ETHTESTS_DIR`, else `../shared/ethtests` beside the
-/// workspace, if it exists.
-pub fn default_ethtests_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("ETHTESTS_DIR") {
+/// A data directory: `$VAR` if set, else `../shared/<name>` beside the workspace if it exists.
+fn data_dir(var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(var) {
         return Some(PathBuf::from(dir));
     }
-    let shared = workspace_root().join("../shared/ethtests");
+    let shared = workspace_root().join("../shared").join(name);
     shared.exists().then_some(shared)
+}
+
+/// Where the Ethereum test fixtures are: `$ETHTESTS_DIR` or `../shared/ethtests`.
+pub fn default_ethtests_dir() -> Option<PathBuf> {
+    data_dir("ETHTESTS_DIR", "ethtests")
+}
+
+/// Where the mainnet block snapshots are: `$SNAPSHOTS_DIR` or `../shared/mainnet`.
+pub fn default_snapshots_dir() -> Option<PathBuf> {
+    data_dir("SNAPSHOTS_DIR", "mainnet")
 }
 
 /// Makes `path` browsable as a directory: a directory is returned as is; a `.tar.zst`

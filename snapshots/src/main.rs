@@ -1,0 +1,100 @@
+//! `lockstep-snapshots`: replay mainnet block snapshots on both paths and both stores.
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lockstep_executor::ParallelConfig;
+use lockstep_harness::{bench::StorageKind, fixtures};
+use lockstep_snapshots::{
+    replay::{self, BlockReport},
+    summary::Report,
+};
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StorageArg {
+    Memory,
+    Mdbx,
+    Both,
+}
+
+/// Replay mainnet block snapshots sequentially and in parallel, check them against their
+/// headers (gas used, receipts root, logs bloom), and time both paths.
+#[derive(Parser)]
+#[command(name = "lockstep-snapshots", version)]
+struct Args {
+    /// Snapshot directory or .tar.zst archive (default: $SNAPSHOTS_DIR's ethereum-blocks).
+    path: Option<PathBuf>,
+    /// Only these blocks.
+    #[arg(long, num_args = 1..)]
+    block: Vec<u64>,
+    #[arg(long, value_enum, default_value_t = StorageArg::Both)]
+    storage: StorageArg,
+    /// Threads of the parallel path.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed runs per path and block (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG plot of the speedup per block here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool, String> {
+    let path = match &args.path {
+        Some(path) => path.clone(),
+        None => fixtures::default_snapshots_dir()
+            .ok_or("no snapshots: pass a path or set SNAPSHOTS_DIR")?
+            .join("ethereum-blocks.tar.zst"),
+    };
+    let mut root = fixtures::materialize(&path).map_err(|e| e.to_string())?;
+    if root.join("ethereum").is_dir() {
+        root = root.join("ethereum");
+    }
+    let (mut blocks, hashes) = replay::list(&root).map_err(|e| e.to_string())?;
+    if !args.block.is_empty() {
+        blocks.retain(|(n, _)| args.block.contains(n));
+    }
+    let storages = match args.storage {
+        StorageArg::Memory => vec![StorageKind::Memory],
+        StorageArg::Mdbx => vec![StorageKind::Mdbx],
+        StorageArg::Both => vec![StorageKind::Memory, StorageKind::Mdbx],
+    };
+    let config = ParallelConfig::with_threads(args.threads);
+    let bar = ProgressBar::new(blocks.len() as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} blocks {msg}").expect("static template"));
+    let mut reports: Vec<BlockReport> = Vec::new();
+    for (number, dir) in &blocks {
+        bar.set_message(format!("block {number}"));
+        match replay::load(dir, &hashes) {
+            Ok(snapshot) => reports.extend(replay::replay(&snapshot, &storages, &config, args.runs).0),
+            Err(e) => reports.extend(storages.iter().map(|s| BlockReport::failed(*number, *s, e.to_string()))),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = Report::new(reports);
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report.svg()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(report.failed == 0)
+}

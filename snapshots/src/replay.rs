@@ -1,0 +1,300 @@
+//! Replaying snapshots: both paths on both stores, checked against the header, and timed.
+
+use crate::format::{PreAccount, RpcBlock, SnapshotError, alloc, read_json};
+use alloy_primitives::{Address, B256, U256, keccak256};
+use lockstep_executor::{
+    Account, Block, BlockOutcome, InMemoryStorage, MdbxStorage, ParallelConfig, StateDiff,
+    StateReader, Storage, StorageError, parallel,
+    revm::{bytecode::Bytecode, primitives::hardfork::SpecId},
+    sequential,
+};
+use lockstep_harness::bench::{StorageKind, median};
+use serde::Serialize;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::Instant,
+};
+
+/// One block with its pre-state, ready to run.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub number: u64,
+    pub header: RpcBlock,
+    pub block: Block,
+    pub pre: BTreeMap<Address, PreAccount>,
+    /// The pre-state as a diff, block hashes included.
+    pub state: StateDiff,
+}
+
+/// The block folders of a snapshot directory, by number, and its shared block hashes.
+pub fn list(root: &Path) -> Result<(Vec<(u64, PathBuf)>, BTreeMap<u64, B256>), SnapshotError> {
+    let read_err = |e: std::io::Error| SnapshotError::Read { path: root.display().to_string(), message: e.to_string() };
+    let mut blocks = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        if let Some(number) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()) {
+            if path.is_dir() {
+                blocks.push((number, path));
+            }
+        }
+    }
+    blocks.sort();
+    let hashes_path = root.join("block_hashes.json");
+    let hashes: BTreeMap<String, B256> = if hashes_path.exists() { read_json(&hashes_path)? } else { BTreeMap::new() };
+    let hashes = hashes
+        .into_iter()
+        .map(|(n, h)| {
+            n.parse::<u64>().map(|n| (n, h)).map_err(|_| SnapshotError::Json {
+                path: hashes_path.display().to_string(),
+                message: format!("key `{n}` is not a block number"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((blocks, hashes))
+}
+
+/// Loads one block folder.
+pub fn load(dir: &Path, hashes: &BTreeMap<u64, B256>) -> Result<Snapshot, SnapshotError> {
+    let block_path = dir.join("block.json");
+    let header: RpcBlock = read_json(&block_path)?;
+    let block = header.to_block(&block_path.display().to_string())?;
+    let pre: BTreeMap<Address, PreAccount> = read_json(&dir.join("pre_state.json"))?;
+    let mut state = StateDiff::from_alloc(&alloc(&pre));
+    state.block_hashes.extend(hashes.iter().map(|(n, h)| (*n, *h)));
+    Ok(Snapshot { number: block.number, header, block, pre, state })
+}
+
+/// One block on one store.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockReport {
+    pub block: u64,
+    pub storage: StorageKind,
+    pub txs: usize,
+    pub gas: u64,
+    pub sequential_ms: f64,
+    pub parallel_ms: f64,
+    pub speedup: f64,
+    pub re_executions: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// Pre-Byzantium receipts carry intermediate state roots a partial pre-state cannot give.
+    pub receipts_root_checked: bool,
+}
+
+impl BlockReport {
+    fn new(snapshot: &Snapshot, storage: StorageKind) -> Self {
+        Self {
+            block: snapshot.number,
+            storage,
+            txs: snapshot.block.transactions.len(),
+            gas: snapshot.header.gas_used.to(),
+            sequential_ms: 0.0,
+            parallel_ms: 0.0,
+            speedup: 0.0,
+            re_executions: 0,
+            ok: false,
+            error: None,
+            receipts_root_checked: false,
+        }
+    }
+
+    /// A block that could not run at all (its files are broken, or its store).
+    pub fn failed(number: u64, storage: StorageKind, error: String) -> Self {
+        Self {
+            block: number,
+            storage,
+            txs: 0,
+            gas: 0,
+            sequential_ms: 0.0,
+            parallel_ms: 0.0,
+            speedup: 0.0,
+            re_executions: 0,
+            ok: false,
+            error: Some(error),
+            receipts_root_checked: false,
+        }
+    }
+}
+
+/// Compares an outcome with the header: gas used, logs bloom, receipts root (from Byzantium).
+pub fn check_header(snapshot: &Snapshot, outcome: &BlockOutcome) -> Result<bool, String> {
+    if let Some((index, reason)) = outcome.first_invalid() {
+        return Err(format!("transaction {index} is invalid: {reason}"));
+    }
+    let header = &snapshot.header;
+    if outcome.gas_used != header.gas_used.to::<u64>() {
+        return Err(format!("gas used: header {}, executed {}", header.gas_used, outcome.gas_used));
+    }
+    let bloom = outcome.logs_bloom();
+    if bloom != header.logs_bloom {
+        return Err(format!("logs bloom: header {}, executed {bloom}", header.logs_bloom));
+    }
+    let checkable = snapshot.block.spec.is_enabled_in(SpecId::BYZANTIUM);
+    if checkable {
+        let root = outcome.receipts_root();
+        if root != header.receipts_root {
+            return Err(format!("receipts root: header {}, executed {root}", header.receipts_root));
+        }
+    }
+    Ok(checkable)
+}
+
+/// A reader that notes every account or slot the block reads but the pre-state lacks.
+struct Tracking<'a, R> {
+    inner: R,
+    pre: &'a BTreeMap<Address, PreAccount>,
+    missing: &'a Mutex<BTreeSet<String>>,
+}
+
+impl<R: StateReader> StateReader for Tracking<'_, R> {
+    fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
+        if !self.pre.contains_key(&address) {
+            self.missing.lock().expect("lock").insert(format!("account {address}"));
+        }
+        self.inner.account(address)
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Option<Bytecode>, StorageError> {
+        self.inner.code(code_hash)
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        if self.pre.get(&address).is_none_or(|a| !a.storage.contains_key(&slot)) {
+            self.missing.lock().expect("lock").insert(format!("slot {slot:#x} of {address}"));
+        }
+        self.inner.storage(address, slot)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {
+        self.inner.block_hash(number)
+    }
+}
+
+/// Why a block fails: an incomplete snapshot when it read what its pre-state lacks,
+/// otherwise the mismatch itself.
+fn diagnose(snapshot: &Snapshot, store: &InMemoryStorage, mismatch: String) -> String {
+    let missing = Mutex::new(BTreeSet::new());
+    let reader = Tracking { inner: store.reader().expect("in-memory reader"), pre: &snapshot.pre, missing: &missing };
+    let _ = sequential::execute_on_reader(reader, &snapshot.block);
+    let missing = missing.into_inner().expect("lock");
+    if missing.is_empty() {
+        return mismatch;
+    }
+    let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+    format!(
+        "incomplete snapshot: the block reads {} item(s) missing from pre_state.json ({}{}); {mismatch}",
+        missing.len(),
+        shown.join(", "),
+        if missing.len() > 5 { ", ..." } else { "" }
+    )
+}
+
+/// Runs one snapshot on one store: `runs` alternating sequential and parallel runs.
+pub fn replay_on<S: Storage>(
+    snapshot: &Snapshot,
+    store: &S,
+    storage: StorageKind,
+    config: &ParallelConfig,
+    runs: usize,
+) -> (BlockReport, Option<BlockOutcome>) {
+    let mut report = BlockReport::new(snapshot, storage);
+    let (mut seq_times, mut par_times) = (Vec::new(), Vec::new());
+    let mut outcome = None;
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let seq = match sequential::execute(store, &snapshot.block) {
+            Ok(seq) => seq,
+            Err(e) => return (BlockReport { error: Some(format!("sequential: {e}")), ..report }, None),
+        };
+        seq_times.push(start.elapsed());
+        let start = Instant::now();
+        let par = match parallel::execute(store, &snapshot.block, config) {
+            Ok(par) => par,
+            Err(e) => return (BlockReport { error: Some(format!("parallel: {e}")), ..report }, None),
+        };
+        par_times.push(start.elapsed());
+        if let Some(d) = seq.first_difference(&par) {
+            return (BlockReport { error: Some(format!("sequential != parallel: {d}")), ..report }, None);
+        }
+        report.re_executions = par.stats.re_executions();
+        outcome = Some(seq);
+    }
+    let outcome = outcome.expect("at least one run");
+    report.sequential_ms = median(seq_times).as_secs_f64() * 1e3;
+    report.parallel_ms = median(par_times).as_secs_f64() * 1e3;
+    report.speedup = report.sequential_ms / report.parallel_ms;
+    match check_header(snapshot, &outcome) {
+        Ok(checked) => {
+            report.ok = true;
+            report.receipts_root_checked = checked;
+        }
+        Err(mismatch) => {
+            let store = InMemoryStorage::from_diff(&snapshot.state);
+            report.error = Some(diagnose(snapshot, &store, mismatch));
+        }
+    }
+    (report, Some(outcome))
+}
+
+/// Runs one snapshot on each requested store; the outcomes must agree across stores.
+pub fn replay(
+    snapshot: &Snapshot,
+    storages: &[StorageKind],
+    config: &ParallelConfig,
+    runs: usize,
+) -> (Vec<BlockReport>, Option<BlockOutcome>) {
+    let mut reports = Vec::new();
+    let mut first: Option<BlockOutcome> = None;
+    for storage in storages {
+        let (mut report, outcome) = match storage {
+            StorageKind::Memory => replay_on(snapshot, &InMemoryStorage::from_diff(&snapshot.state), *storage, config, runs),
+            StorageKind::Mdbx => {
+                let created = tempfile::tempdir().map_err(|e| e.to_string()).and_then(|dir| {
+                    MdbxStorage::create(dir.path().join("state"), &snapshot.state).map(|s| (dir, s)).map_err(|e| e.to_string())
+                });
+                match created {
+                    Ok((_dir, store)) => replay_on(snapshot, &store, *storage, config, runs),
+                    Err(e) => {
+                        let error = format!("cannot create the MDBX store: {e}");
+                        (BlockReport::failed(snapshot.number, *storage, error), None)
+                    }
+                }
+            }
+        };
+        if let (Some(first), Some(outcome)) = (&first, &outcome) {
+            if let Some(d) = first.first_difference(outcome) {
+                report.ok = false;
+                report.error = Some(format!("memory != mdbx: {d}"));
+            }
+        }
+        if first.is_none() {
+            first = outcome;
+        }
+        reports.push(report);
+    }
+    (reports, first)
+}
+
+/// A normalized, reviewable summary of a block's outcome (for `insta` snapshots).
+#[derive(Debug, Serialize)]
+pub struct OutcomeSummary {
+    pub block: u64,
+    pub txs: usize,
+    pub gas_used: u64,
+    pub receipts_root: B256,
+    /// keccak256 of the post-state diff serialized as JSON.
+    pub diff_digest: B256,
+}
+
+pub fn summarize(number: u64, outcome: &BlockOutcome) -> OutcomeSummary {
+    let diff = serde_json::to_vec(&outcome.diff).expect("diff serializes");
+    OutcomeSummary {
+        block: number,
+        txs: outcome.txs.len(),
+        gas_used: outcome.gas_used,
+        receipts_root: outcome.receipts_root(),
+        diff_digest: keccak256(diff),
+    }
+}

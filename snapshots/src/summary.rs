@@ -1,0 +1,141 @@
+//! Figures over all blocks: speedups per store, MDBX against in-memory, and a plot.
+
+use crate::replay::BlockReport;
+use lockstep_harness::bench::StorageKind;
+use serde::Serialize;
+use std::{collections::BTreeMap, fmt::Write as _};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSummary {
+    pub blocks: usize,
+    pub geomean_speedup: f64,
+    pub worst_speedup: f64,
+    pub worst_block: u64,
+    pub best_speedup: f64,
+    pub best_block: u64,
+    pub sequential_ms: f64,
+    pub parallel_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub passed: usize,
+    pub failed: usize,
+    pub blocks: Vec<BlockReport>,
+    pub summary: BTreeMap<&'static str, StoreSummary>,
+    /// MDBX time over in-memory time, per path (sums over the blocks both ran).
+    pub mdbx_vs_memory: Option<BTreeMap<&'static str, f64>>,
+}
+
+impl Report {
+    pub fn new(blocks: Vec<BlockReport>) -> Self {
+        let passed = blocks.iter().filter(|b| b.ok).count();
+        let mut summary = BTreeMap::new();
+        for storage in [StorageKind::Memory, StorageKind::Mdbx] {
+            let ok: Vec<&BlockReport> = blocks.iter().filter(|b| b.ok && b.storage == storage).collect();
+            if ok.is_empty() {
+                continue;
+            }
+            let geomean = (ok.iter().map(|b| b.speedup.ln()).sum::<f64>() / ok.len() as f64).exp();
+            let by_speedup = |a: &&&BlockReport, b: &&&BlockReport| a.speedup.total_cmp(&b.speedup);
+            let worst = ok.iter().min_by(by_speedup).expect("non-empty");
+            let best = ok.iter().max_by(by_speedup).expect("non-empty");
+            summary.insert(
+                storage.name(),
+                StoreSummary {
+                    blocks: ok.len(),
+                    geomean_speedup: geomean,
+                    worst_speedup: worst.speedup,
+                    worst_block: worst.block,
+                    best_speedup: best.speedup,
+                    best_block: best.block,
+                    sequential_ms: ok.iter().map(|b| b.sequential_ms).sum(),
+                    parallel_ms: ok.iter().map(|b| b.parallel_ms).sum(),
+                },
+            );
+        }
+        let mdbx_vs_memory = match (summary.get("memory"), summary.get("mdbx")) {
+            (Some(m), Some(d)) => Some(BTreeMap::from([
+                ("sequential", d.sequential_ms / m.sequential_ms),
+                ("parallel", d.parallel_ms / m.parallel_ms),
+            ])),
+            _ => None,
+        };
+        Report { passed, failed: blocks.len() - passed, blocks, summary, mdbx_vs_memory }
+    }
+
+    /// The per-block table and the summary lines.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{:>9} {:<7} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8}  {}\n",
+            "block", "storage", "txs", "gas", "seq ms", "par ms", "speedup", "re-exec", "result"
+        );
+        for b in &self.blocks {
+            let result = match (&b.error, b.receipts_root_checked) {
+                (Some(e), _) => format!("FAIL {e}"),
+                (None, true) => "ok".into(),
+                (None, false) => "ok (receipts root not checkable before Byzantium)".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:>9} {:<7} {:>5} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>8}  {result}",
+                b.block, b.storage.name(), b.txs, b.gas, b.sequential_ms, b.parallel_ms, b.speedup, b.re_executions
+            );
+        }
+        for (storage, s) in &self.summary {
+            let _ = writeln!(
+                out,
+                "{storage}: geometric-mean speedup {:.2}x over {} blocks; worst {:.2}x (block {}), best {:.2}x (block {})",
+                s.geomean_speedup, s.blocks, s.worst_speedup, s.worst_block, s.best_speedup, s.best_block
+            );
+        }
+        if let Some(ratios) = &self.mdbx_vs_memory {
+            let _ = writeln!(
+                out,
+                "mdbx / memory time: sequential {:.2}, parallel {:.2}",
+                ratios["sequential"], ratios["parallel"]
+            );
+        }
+        let _ = writeln!(out, "{} passed, {} failed", self.passed, self.failed);
+        out
+    }
+
+    /// An SVG bar chart of the speedup per block on each store, with the 1.0 line.
+    pub fn svg(&self) -> String {
+        let numbers: Vec<u64> = {
+            let mut n: Vec<u64> = self.blocks.iter().map(|b| b.block).collect();
+            n.dedup();
+            n
+        };
+        let (bar, gap, height, top) = (6.0, 4.0, 300.0, 20.0);
+        let max = self.blocks.iter().map(|b| b.speedup).fold(2.0_f64, f64::max);
+        let y = |v: f64| top + height * (1.0 - v / max);
+        let width = 60.0 + numbers.len() as f64 * (2.0 * bar + gap);
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
+            height + top + 60.0
+        );
+        let _ = writeln!(svg, "<text x=\"50\" y=\"12\">speedup per block (parallel vs sequential): memory (blue), mdbx (orange)</text>");
+        for (i, number) in numbers.iter().enumerate() {
+            let x0 = 50.0 + i as f64 * (2.0 * bar + gap);
+            for (k, storage, color) in [(0.0, StorageKind::Memory, "#3b6fb6"), (1.0, StorageKind::Mdbx, "#e8871e")] {
+                if let Some(b) = self.blocks.iter().find(|b| b.block == *number && b.storage == storage && b.ok) {
+                    let _ = writeln!(
+                        svg,
+                        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{:.1}\" fill=\"{color}\"><title>{number} {}: {:.2}x</title></rect>",
+                        x0 + k * bar, y(b.speedup), height + top - y(b.speedup), storage.name(), b.speedup
+                    );
+                }
+            }
+            let _ = writeln!(
+                svg,
+                "<text transform=\"translate({:.1},{:.1}) rotate(60)\">{number}</text>",
+                x0,
+                height + top + 4.0
+            );
+        }
+        let _ = writeln!(svg, "<line x1=\"45\" x2=\"{width}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"black\" stroke-dasharray=\"4\"/><text x=\"20\" y=\"{0:.1}\">1.0x</text>", y(1.0));
+        svg.push_str("</svg>\n");
+        svg
+    }
+}
