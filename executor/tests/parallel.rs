@@ -80,8 +80,12 @@ fn dependent_chain_falls_back_and_still_matches() {
 }
 
 #[test]
-fn small_blocks_take_the_sequential_path() {
-    let workload = WorkloadKind::Erc20Transfers.generate(2 * 50_400);
-    let outcome = assert_identical(&workload, &ParallelConfig::with_threads(2));
-    assert!(outcome.stats.sequential);
+fn small_or_transfer_only_blocks_take_the_sequential_path() {
+    let config = ParallelConfig::with_threads(2);
+    let small = WorkloadKind::Erc20Transfers.generate(5 * 50_400);
+    assert!(assert_identical(&small, &config).stats.sequential);
+    let transfers = WorkloadKind::RawTransfers.generate(500 * 21_000);
+    assert!(assert_identical(&transfers, &config).stats.sequential);
+    let calls = WorkloadKind::Erc20Transfers.generate(200 * 50_400);
+    assert!(!assert_identical(&calls, &config).stats.sequential);
 }

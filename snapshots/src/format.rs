@@ -106,8 +106,11 @@ pub struct PreAccount {
 
 /// Mainnet's fork at a block (by number until the merge, by timestamp after it).
 pub fn mainnet_spec(number: u64, timestamp: u64) -> SpecId {
-    const BY_TIMESTAMP: [(u64, SpecId); 3] =
-        [(1_746_612_311, SpecId::PRAGUE), (1_710_338_135, SpecId::CANCUN), (1_681_338_455, SpecId::SHANGHAI)];
+    const BY_TIMESTAMP: [(u64, SpecId); 3] = [
+        (1_746_612_311, SpecId::PRAGUE),
+        (1_710_338_135, SpecId::CANCUN),
+        (1_681_338_455, SpecId::SHANGHAI),
+    ];
     const BY_NUMBER: [(u64, SpecId); 10] = [
         (15_537_394, SpecId::MERGE),
         (12_965_000, SpecId::LONDON),
@@ -120,10 +123,10 @@ pub fn mainnet_spec(number: u64, timestamp: u64) -> SpecId {
         (1_150_000, SpecId::HOMESTEAD),
         (0, SpecId::FRONTIER),
     ];
-    if number >= 15_537_394 {
-        if let Some((_, spec)) = BY_TIMESTAMP.iter().find(|(t, _)| timestamp >= *t) {
-            return *spec;
-        }
+    if number >= 15_537_394
+        && let Some((_, spec)) = BY_TIMESTAMP.iter().find(|(t, _)| timestamp >= *t)
+    {
+        return *spec;
     }
     BY_NUMBER.iter().find(|(n, _)| number >= *n).map_or(SpecId::FRONTIER, |(_, spec)| *spec)
 }
@@ -147,7 +150,11 @@ fn tx_env(tx: &RpcTransaction) -> Result<TxEnv, String> {
         caller: tx.from,
         gas_limit: tx.gas.to(),
         gas_price: gas_price.to(),
-        gas_priority_fee: if tx_type >= 2 { tx.max_priority_fee_per_gas.map(|p| p.to()) } else { None },
+        gas_priority_fee: if tx_type >= 2 {
+            tx.max_priority_fee_per_gas.map(|p| p.to())
+        } else {
+            None
+        },
         kind: tx.to.map_or(TxKind::Create, TxKind::Call),
         value: tx.value,
         data: tx.input.clone(),
@@ -170,7 +177,13 @@ impl RpcBlock {
             .transactions
             .iter()
             .enumerate()
-            .map(|(index, tx)| tx_env(tx).map_err(|message| SnapshotError::Transaction { path: path.into(), index, message }))
+            .map(|(index, tx)| {
+                tx_env(tx).map_err(|message| SnapshotError::Transaction {
+                    path: path.into(),
+                    index,
+                    message,
+                })
+            })
             .collect::<Result<_, _>>()?;
         let withdrawals = self.withdrawals.iter().flatten().map(|w| Withdrawal {
             index: w.index.to(),
@@ -216,8 +229,12 @@ pub fn alloc(pre: &BTreeMap<Address, PreAccount>) -> Alloc {
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SnapshotError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SnapshotError::Read { path: path.display().to_string(), message: e.to_string() })?;
-    serde_json::from_str(&text)
-        .map_err(|e| SnapshotError::Json { path: path.display().to_string(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|e| SnapshotError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| SnapshotError::Json {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }

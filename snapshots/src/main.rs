@@ -75,14 +75,18 @@ fn run(args: &Args) -> Result<bool, String> {
         StorageArg::Both => vec![StorageKind::Memory, StorageKind::Mdbx],
     };
     let config = ParallelConfig::with_threads(args.threads);
-    let bar = ProgressBar::new(blocks.len() as u64)
-        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} blocks {msg}").expect("static template"));
+    let bar = ProgressBar::new(blocks.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} blocks {msg}").expect("static template"),
+    );
     let mut reports: Vec<BlockReport> = Vec::new();
     for (number, dir) in &blocks {
         bar.set_message(format!("block {number}"));
         match replay::load(dir, &hashes) {
-            Ok(snapshot) => reports.extend(replay::replay(&snapshot, &storages, &config, args.runs).0),
-            Err(e) => reports.extend(storages.iter().map(|s| BlockReport::failed(*number, *s, e.to_string()))),
+            Ok(snapshot) => {
+                reports.extend(replay::replay(&snapshot, &storages, &config, args.runs).0);
+            }
+            Err(e) => reports
+                .extend(storages.iter().map(|s| BlockReport::failed(*number, *s, e.to_string()))),
         }
         bar.inc(1);
     }

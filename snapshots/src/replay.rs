@@ -28,21 +28,29 @@ pub struct Snapshot {
     pub state: StateDiff,
 }
 
+/// Block folders by number.
+pub type BlockDirs = Vec<(u64, PathBuf)>;
+
 /// The block folders of a snapshot directory, by number, and its shared block hashes.
-pub fn list(root: &Path) -> Result<(Vec<(u64, PathBuf)>, BTreeMap<u64, B256>), SnapshotError> {
-    let read_err = |e: std::io::Error| SnapshotError::Read { path: root.display().to_string(), message: e.to_string() };
+pub fn list(root: &Path) -> Result<(BlockDirs, BTreeMap<u64, B256>), SnapshotError> {
+    let read_err = |e: std::io::Error| SnapshotError::Read {
+        path: root.display().to_string(),
+        message: e.to_string(),
+    };
     let mut blocks = Vec::new();
     for entry in std::fs::read_dir(root).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();
-        if let Some(number) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()) {
-            if path.is_dir() {
-                blocks.push((number, path));
-            }
+        if let Some(number) =
+            path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok())
+            && path.is_dir()
+        {
+            blocks.push((number, path));
         }
     }
     blocks.sort();
     let hashes_path = root.join("block_hashes.json");
-    let hashes: BTreeMap<String, B256> = if hashes_path.exists() { read_json(&hashes_path)? } else { BTreeMap::new() };
+    let hashes: BTreeMap<String, B256> =
+        if hashes_path.exists() { read_json(&hashes_path)? } else { BTreeMap::new() };
     let hashes = hashes
         .into_iter()
         .map(|(n, h)| {
@@ -141,17 +149,24 @@ pub fn check_header(snapshot: &Snapshot, outcome: &BlockOutcome) -> Result<bool,
     Ok(checkable)
 }
 
+/// What a block read that its pre-state lacks: accounts, and slots per account.
+#[derive(Debug, Default)]
+struct Missing {
+    accounts: BTreeSet<Address>,
+    slots: BTreeMap<Address, usize>,
+}
+
 /// A reader that notes every account or slot the block reads but the pre-state lacks.
 struct Tracking<'a, R> {
     inner: R,
     pre: &'a BTreeMap<Address, PreAccount>,
-    missing: &'a Mutex<BTreeSet<String>>,
+    missing: &'a Mutex<Missing>,
 }
 
 impl<R: StateReader> StateReader for Tracking<'_, R> {
     fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
         if !self.pre.contains_key(&address) {
-            self.missing.lock().expect("lock").insert(format!("account {address}"));
+            self.missing.lock().expect("lock").accounts.insert(address);
         }
         self.inner.account(address)
     }
@@ -162,7 +177,7 @@ impl<R: StateReader> StateReader for Tracking<'_, R> {
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
         if self.pre.get(&address).is_none_or(|a| !a.storage.contains_key(&slot)) {
-            self.missing.lock().expect("lock").insert(format!("slot {slot:#x} of {address}"));
+            *self.missing.lock().expect("lock").slots.entry(address).or_default() += 1;
         }
         self.inner.storage(address, slot)
     }
@@ -173,21 +188,48 @@ impl<R: StateReader> StateReader for Tracking<'_, R> {
 }
 
 /// Why a block fails: an incomplete snapshot when it read what its pre-state lacks,
-/// otherwise the mismatch itself.
+/// otherwise the mismatch itself. Accounts the block may legitimately read while absent (new
+/// recipients) are listed after those it calls with data or reads storage of.
 fn diagnose(snapshot: &Snapshot, store: &InMemoryStorage, mismatch: String) -> String {
-    let missing = Mutex::new(BTreeSet::new());
-    let reader = Tracking { inner: store.reader().expect("in-memory reader"), pre: &snapshot.pre, missing: &missing };
+    let missing = Mutex::new(Missing::default());
+    let reader = Tracking {
+        inner: store.reader().expect("in-memory reader"),
+        pre: &snapshot.pre,
+        missing: &missing,
+    };
     let _ = sequential::execute_on_reader(reader, &snapshot.block);
     let missing = missing.into_inner().expect("lock");
-    if missing.is_empty() {
+    if missing.accounts.is_empty() && missing.slots.is_empty() {
         return mismatch;
     }
-    let shown: Vec<_> = missing.iter().take(5).cloned().collect();
+    // Accounts a transaction calls with data, or whose storage was read, must have existed.
+    let called: BTreeSet<Address> = snapshot
+        .block
+        .transactions
+        .iter()
+        .filter(|tx| !tx.data.is_empty())
+        .filter_map(|tx| tx.kind.to().copied())
+        .collect();
+    let mut ranked: Vec<(Address, bool, usize)> = missing
+        .accounts
+        .iter()
+        .map(|a| (*a, called.contains(a), missing.slots.get(a).copied().unwrap_or(0)))
+        .collect();
+    ranked.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = ranked
+        .iter()
+        .take(5)
+        .map(|(a, called, slots)| match (called, slots) {
+            (true, _) => format!("account {a} (called with data)"),
+            (false, 0) => format!("account {a}"),
+            (false, n) => format!("account {a} ({n} slots read)"),
+        })
+        .collect();
+    let slot_total: usize = missing.slots.values().sum();
     format!(
-        "incomplete snapshot: the block reads {} item(s) missing from pre_state.json ({}{}); {mismatch}",
-        missing.len(),
-        shown.join(", "),
-        if missing.len() > 5 { ", ..." } else { "" }
+        "incomplete snapshot: the block reads {} account(s) and {slot_total} slot(s) missing from pre_state.json, e.g. {}; {mismatch}",
+        missing.accounts.len(),
+        shown.join(", ")
     )
 }
 
@@ -206,17 +248,24 @@ pub fn replay_on<S: Storage>(
         let start = Instant::now();
         let seq = match sequential::execute(store, &snapshot.block) {
             Ok(seq) => seq,
-            Err(e) => return (BlockReport { error: Some(format!("sequential: {e}")), ..report }, None),
+            Err(e) => {
+                return (BlockReport { error: Some(format!("sequential: {e}")), ..report }, None);
+            }
         };
         seq_times.push(start.elapsed());
         let start = Instant::now();
         let par = match parallel::execute(store, &snapshot.block, config) {
             Ok(par) => par,
-            Err(e) => return (BlockReport { error: Some(format!("parallel: {e}")), ..report }, None),
+            Err(e) => {
+                return (BlockReport { error: Some(format!("parallel: {e}")), ..report }, None);
+            }
         };
         par_times.push(start.elapsed());
         if let Some(d) = seq.first_difference(&par) {
-            return (BlockReport { error: Some(format!("sequential != parallel: {d}")), ..report }, None);
+            return (
+                BlockReport { error: Some(format!("sequential != parallel: {d}")), ..report },
+                None,
+            );
         }
         report.re_executions = par.stats.re_executions();
         outcome = Some(seq);
@@ -249,10 +298,18 @@ pub fn replay(
     let mut first: Option<BlockOutcome> = None;
     for storage in storages {
         let (mut report, outcome) = match storage {
-            StorageKind::Memory => replay_on(snapshot, &InMemoryStorage::from_diff(&snapshot.state), *storage, config, runs),
+            StorageKind::Memory => replay_on(
+                snapshot,
+                &InMemoryStorage::from_diff(&snapshot.state),
+                *storage,
+                config,
+                runs,
+            ),
             StorageKind::Mdbx => {
                 let created = tempfile::tempdir().map_err(|e| e.to_string()).and_then(|dir| {
-                    MdbxStorage::create(dir.path().join("state"), &snapshot.state).map(|s| (dir, s)).map_err(|e| e.to_string())
+                    MdbxStorage::create(dir.path().join("state"), &snapshot.state)
+                        .map(|s| (dir, s))
+                        .map_err(|e| e.to_string())
                 });
                 match created {
                     Ok((_dir, store)) => replay_on(snapshot, &store, *storage, config, runs),
@@ -263,11 +320,11 @@ pub fn replay(
                 }
             }
         };
-        if let (Some(first), Some(outcome)) = (&first, &outcome) {
-            if let Some(d) = first.first_difference(outcome) {
-                report.ok = false;
-                report.error = Some(format!("memory != mdbx: {d}"));
-            }
+        if let (Some(first), Some(outcome)) = (&first, &outcome)
+            && let Some(d) = first.first_difference(outcome)
+        {
+            report.ok = false;
+            report.error = Some(format!("memory != mdbx: {d}"));
         }
         if first.is_none() {
             first = outcome;

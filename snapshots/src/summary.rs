@@ -32,7 +32,8 @@ impl Report {
         let passed = blocks.iter().filter(|b| b.ok).count();
         let mut summary = BTreeMap::new();
         for storage in [StorageKind::Memory, StorageKind::Mdbx] {
-            let ok: Vec<&BlockReport> = blocks.iter().filter(|b| b.ok && b.storage == storage).collect();
+            let ok: Vec<&BlockReport> =
+                blocks.iter().filter(|b| b.ok && b.storage == storage).collect();
             if ok.is_empty() {
                 continue;
             }
@@ -79,14 +80,26 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:>9} {:<7} {:>5} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>8}  {result}",
-                b.block, b.storage.name(), b.txs, b.gas, b.sequential_ms, b.parallel_ms, b.speedup, b.re_executions
+                b.block,
+                b.storage.name(),
+                b.txs,
+                b.gas,
+                b.sequential_ms,
+                b.parallel_ms,
+                b.speedup,
+                b.re_executions
             );
         }
         for (storage, s) in &self.summary {
             let _ = writeln!(
                 out,
                 "{storage}: geometric-mean speedup {:.2}x over {} blocks; worst {:.2}x (block {}), best {:.2}x (block {})",
-                s.geomean_speedup, s.blocks, s.worst_speedup, s.worst_block, s.best_speedup, s.best_block
+                s.geomean_speedup,
+                s.blocks,
+                s.worst_speedup,
+                s.worst_block,
+                s.best_speedup,
+                s.best_block
             );
         }
         if let Some(ratios) = &self.mdbx_vs_memory {
@@ -115,15 +128,26 @@ impl Report {
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
             height + top + 60.0
         );
-        let _ = writeln!(svg, "<text x=\"50\" y=\"12\">speedup per block (parallel vs sequential): memory (blue), mdbx (orange)</text>");
+        let _ = writeln!(
+            svg,
+            "<text x=\"50\" y=\"12\">speedup per block (parallel vs sequential): memory (blue), mdbx (orange)</text>"
+        );
         for (i, number) in numbers.iter().enumerate() {
             let x0 = 50.0 + i as f64 * (2.0 * bar + gap);
-            for (k, storage, color) in [(0.0, StorageKind::Memory, "#3b6fb6"), (1.0, StorageKind::Mdbx, "#e8871e")] {
-                if let Some(b) = self.blocks.iter().find(|b| b.block == *number && b.storage == storage && b.ok) {
+            for (k, storage, color) in
+                [(0.0, StorageKind::Memory, "#3b6fb6"), (1.0, StorageKind::Mdbx, "#e8871e")]
+            {
+                if let Some(b) =
+                    self.blocks.iter().find(|b| b.block == *number && b.storage == storage && b.ok)
+                {
                     let _ = writeln!(
                         svg,
                         "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{:.1}\" fill=\"{color}\"><title>{number} {}: {:.2}x</title></rect>",
-                        x0 + k * bar, y(b.speedup), height + top - y(b.speedup), storage.name(), b.speedup
+                        x0 + k * bar,
+                        y(b.speedup),
+                        height + top - y(b.speedup),
+                        storage.name(),
+                        b.speedup
                     );
                 }
             }
@@ -134,7 +158,11 @@ impl Report {
                 height + top + 4.0
             );
         }
-        let _ = writeln!(svg, "<line x1=\"45\" x2=\"{width}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"black\" stroke-dasharray=\"4\"/><text x=\"20\" y=\"{0:.1}\">1.0x</text>", y(1.0));
+        let _ = writeln!(
+            svg,
+            "<line x1=\"45\" x2=\"{width}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"black\" stroke-dasharray=\"4\"/><text x=\"20\" y=\"{0:.1}\">1.0x</text>",
+            y(1.0)
+        );
         svg.push_str("</svg>\n");
         svg
     }

@@ -34,6 +34,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Replay the mainnet block snapshots on both paths and both stores (release build).
+    /// Extra arguments go to `lockstep-snapshots` (see `--help` there): DIR|ARCHIVE,
+    /// --block N..., --storage, --threads, --runs, --json, --plot.
+    Snapshots {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// What CI runs: formatting, clippy with warnings denied, and the test suite.
     Ci,
 }
@@ -88,6 +95,20 @@ fn run(task: Task) -> Result<(), String> {
                 "lockstep-ethtests",
                 "--bin",
                 "lockstep-ethtests",
+                "--",
+            ];
+            all.extend(args.iter().map(String::as_str));
+            cargo(&all)
+        }
+        Task::Snapshots { args } => {
+            let mut all = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "lockstep-snapshots",
+                "--bin",
+                "lockstep-snapshots",
                 "--",
             ];
             all.extend(args.iter().map(String::as_str));

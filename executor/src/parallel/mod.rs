@@ -46,7 +46,8 @@ pub struct ParallelConfig {
     pub chaos: Option<u64>,
     /// Blocks with fewer transactions run sequentially.
     pub min_txs: usize,
-    /// Blocks whose transactions' gas limits sum to less run sequentially.
+    /// Blocks whose contract work (the gas limits of transactions with calldata or init code)
+    /// sums to less run sequentially: plain transfers are too cheap to gain from threads.
     pub min_gas: u64,
     /// Finish sequentially once re-executions show the block is a dependency chain.
     pub adaptive: bool,
@@ -57,8 +58,8 @@ impl Default for ParallelConfig {
         Self {
             threads: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             chaos: None,
-            min_txs: 4,
-            min_gas: 400_000,
+            min_txs: 8,
+            min_gas: 3_000_000,
             adaptive: true,
         }
     }
@@ -82,7 +83,10 @@ pub fn execute<S: Storage + ?Sized>(
     config: &ParallelConfig,
 ) -> Result<BlockOutcome, ExecutionError> {
     let txs = block.transactions.len();
-    if txs < config.min_txs.max(2) || block.gas_limit_sum() < config.min_gas {
+    let contract_gas = contract_gas(block);
+    // Mostly plain transfers: each is too cheap for the coordination it would need.
+    let transfer_heavy = contract_gas / (txs.max(1) as u64) < MIN_CONTRACT_GAS_PER_TX;
+    if txs < config.min_txs.max(2) || contract_gas < config.min_gas || transfer_heavy {
         return sequential::execute(storage, block);
     }
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
@@ -136,6 +140,20 @@ pub fn execute<S: Storage + ?Sized>(
         Default::default()
     };
     Ok(sequential::assemble(pre_block, txs, post_block, stats))
+}
+
+/// Below this much contract gas per transaction on average, a block runs sequentially.
+const MIN_CONTRACT_GAS_PER_TX: u64 = 15_000;
+
+/// Gas limits of the transactions that run code (calldata or contract creation): the part of
+/// a block's work that can outweigh the cost of coordinating threads.
+fn contract_gas(block: &Block) -> u64 {
+    block
+        .transactions
+        .iter()
+        .filter(|tx| !tx.data.is_empty() || tx.kind.is_create())
+        .map(|tx| tx.gas_limit)
+        .fold(0, u64::saturating_add)
 }
 
 fn collect(
@@ -384,7 +402,9 @@ fn outcomes(
             Err(invalid) => TxOutcome::invalid(invalid, tx_type, resolved.cumulative_gas),
         }
     };
-    let chunk = outputs.len().div_ceil(threads.max(1)).max(1);
+    // Spawning helpers costs more than building a few thousand outcomes.
+    let threads = if outputs.len() < 4096 { 1 } else { threads.max(1) };
+    let chunk = outputs.len().div_ceil(threads).max(1);
     let mut outputs = outputs;
     let mut resolved = resolved;
     let mut parts = Vec::new();
