@@ -49,6 +49,9 @@ pub struct ParallelConfig {
     /// Blocks whose contract work (the gas limits of transactions with calldata or init code)
     /// sums to less run sequentially: plain transfers are too cheap to gain from threads.
     pub min_gas: u64,
+    /// Blocks averaging less contract gas per transaction run sequentially: mostly plain
+    /// transfers, each too cheap for the coordination it would need.
+    pub min_gas_per_tx: u64,
     /// Finish sequentially once re-executions show the block is a dependency chain.
     pub adaptive: bool,
 }
@@ -60,6 +63,7 @@ impl Default for ParallelConfig {
             chaos: None,
             min_txs: 8,
             min_gas: 3_000_000,
+            min_gas_per_tx: 15_000,
             adaptive: true,
         }
     }
@@ -72,7 +76,13 @@ impl ParallelConfig {
 
     /// Every block through Block-STM, however small, and no adaptive fallback: for tests.
     pub fn always_parallel(threads: usize) -> Self {
-        Self { min_txs: 0, min_gas: 0, adaptive: false, ..Self::with_threads(threads) }
+        Self {
+            min_txs: 0,
+            min_gas: 0,
+            min_gas_per_tx: 0,
+            adaptive: false,
+            ..Self::with_threads(threads)
+        }
     }
 }
 
@@ -84,8 +94,7 @@ pub fn execute<S: Storage + ?Sized>(
 ) -> Result<BlockOutcome, ExecutionError> {
     let txs = block.transactions.len();
     let contract_gas = contract_gas(block);
-    // Mostly plain transfers: each is too cheap for the coordination it would need.
-    let transfer_heavy = contract_gas / (txs.max(1) as u64) < MIN_CONTRACT_GAS_PER_TX;
+    let transfer_heavy = contract_gas / (txs.max(1) as u64) < config.min_gas_per_tx;
     if txs < config.min_txs.max(2) || contract_gas < config.min_gas || transfer_heavy {
         return sequential::execute(storage, block);
     }
@@ -141,9 +150,6 @@ pub fn execute<S: Storage + ?Sized>(
     };
     Ok(sequential::assemble(pre_block, txs, post_block, stats))
 }
-
-/// Below this much contract gas per transaction on average, a block runs sequentially.
-const MIN_CONTRACT_GAS_PER_TX: u64 = 15_000;
 
 /// Gas limits of the transactions that run code (calldata or contract creation): the part of
 /// a block's work that can outweigh the cost of coordinating threads.
