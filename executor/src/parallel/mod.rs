@@ -22,13 +22,12 @@ use crate::{
     state::{self, Account, AccountDiff},
     storage::{StateReader, Storage},
 };
-use alloy_primitives::Address;
+use alloy_primitives::{Address, map::AddressMap};
 use chaos::Chaos;
 use mv_memory::Version;
 use padded::CachePadded;
 use scheduler::{Scheduler, Task};
 use std::{
-    collections::HashMap,
     num::NonZeroUsize,
     sync::{
         Mutex,
@@ -360,10 +359,10 @@ fn resolve_credits<R: StateReader>(
     outputs: &[TxOutput],
     base: &Base<'_, R>,
 ) -> Result<Vec<Resolved>, ExecutionError> {
-    let credited_accounts: std::collections::HashSet<Address> =
+    let credited_accounts: alloy_primitives::map::AddressSet =
         outputs.iter().flat_map(|o| o.credits.iter().map(|(a, _)| *a)).collect();
-    let mut current: HashMap<Address, Option<Account>> =
-        HashMap::with_capacity(credited_accounts.len());
+    let mut current: AddressMap<Option<Account>> = AddressMap::default();
+    current.reserve(credited_accounts.len());
     let mut cumulative_gas = 0;
     let mut resolved = Vec::with_capacity(outputs.len());
     for output in outputs {

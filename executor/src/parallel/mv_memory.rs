@@ -32,21 +32,34 @@ pub(crate) enum Location {
 }
 
 impl Hash for Location {
-    /// A few words are plenty: addresses and slots are already well mixed (or unique enough),
-    /// and hashing all 53 bytes dominated the memory's cost.
+    /// Whole words of the address and slot, without the byte-by-byte cost of hashing 53
+    /// bytes; the kind goes in too, so an account and its slot zero never collide.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let word = |a: &Address| u64::from_le_bytes(a.0[12..20].try_into().expect("8 bytes"));
+        let address = |a: &Address, state: &mut H| {
+            state.write_u64(u64::from_le_bytes(a.0[..8].try_into().expect("8 bytes")));
+            state.write_u64(u64::from_le_bytes(a.0[12..].try_into().expect("8 bytes")));
+        };
         match self {
-            Location::Account(a) => state.write_u64(word(a)),
-            Location::Storage(a, slot) => {
-                state.write_u64(word(a) ^ slot.as_limbs()[0].rotate_left(17) ^ slot.as_limbs()[3]);
+            Location::Account(a) => {
+                state.write_u64(1);
+                address(a, state);
             }
-            Location::Wipe(a) => state.write_u64(!word(a)),
+            Location::Storage(a, slot) => {
+                state.write_u64(2);
+                address(a, state);
+                for limb in slot.as_limbs() {
+                    state.write_u64(*limb);
+                }
+            }
+            Location::Wipe(a) => {
+                state.write_u64(3);
+                address(a, state);
+            }
         }
     }
 }
 
-/// Multiply-rotate mixing of the single word [`Location`] hashes to.
+/// Multiply-rotate mixing of the words a [`Location`] hashes.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct WordHasher(u64);
 
@@ -207,9 +220,10 @@ impl MvMemory {
     }
 
     fn shard(&self, location: &Location) -> std::sync::MutexGuard<'_, LocationMap<Versions>> {
-        // The high bits pick the shard; the map inside uses the low ones.
+        // Middle bits pick the shard: the map inside uses the low bits for the bucket and
+        // the top seven as tags, and sharing either across a shard would defeat it.
         let hash = BuildHasherDefault::<WordHasher>::default().hash_one(location);
-        let index = (hash >> 56) as usize % SHARDS;
+        let index = (hash >> 32) as usize % SHARDS;
         self.shards[index].lock().expect("mv memory lock poisoned")
     }
 

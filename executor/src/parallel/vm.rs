@@ -9,6 +9,7 @@ use crate::{
     state::{Account, StateDiff, credited},
     storage::{StateReader, StorageError},
 };
+use alloy_primitives::map::B256Map;
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, TxKind, U256};
 use revm::{
     Context, Database, ExecuteEvm, MainBuilder, MainContext, MainnetEvm,
@@ -24,7 +25,7 @@ use revm::{
     primitives::hardfork::SpecId,
     state::{AccountInfo, EvmState},
 };
-use std::{collections::HashMap, marker::PhantomData, sync::RwLock};
+use std::{marker::PhantomData, sync::RwLock};
 
 /// One read of one location, as validation re-checks it.
 #[derive(Clone, Debug)]
@@ -93,7 +94,7 @@ impl<R: StateReader> Base<'_, R> {
 
 /// Code deployed during the block, shared by all workers. Keyed by hash, so an entry from an
 /// aborted incarnation is still correct for anyone who finds its hash.
-pub(crate) type CodeCache = RwLock<HashMap<B256, Bytecode>>;
+pub(crate) type CodeCache = RwLock<B256Map<Bytecode>>;
 
 /// What every worker shares for one block.
 #[derive(Debug)]
