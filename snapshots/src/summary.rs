@@ -120,13 +120,14 @@ impl Report {
             n.dedup();
             n
         };
-        let (bar, gap, height, top) = (6.0, 4.0, 300.0, 20.0);
-        let max = self.blocks.iter().map(|b| b.speedup).fold(2.0_f64, f64::max);
-        let y = |v: f64| top + height * (1.0 - v / max);
+        let (bar, gap, height, top) = (7.0, 8.0, 300.0, 24.0);
+        // Capped so one outlier does not flatten the rest; taller bars are clipped at the top.
+        let max = self.blocks.iter().map(|b| b.speedup).fold(2.0_f64, f64::max).min(4.0);
+        let y = |v: f64| top + height * (1.0 - v.min(max) / max);
         let width = 60.0 + numbers.len() as f64 * (2.0 * bar + gap);
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"10\">\n",
-            height + top + 60.0
+            height + top + 70.0
         );
         let _ = writeln!(
             svg,
@@ -153,16 +154,19 @@ impl Report {
             }
             let _ = writeln!(
                 svg,
-                "<text transform=\"translate({:.1},{:.1}) rotate(60)\">{number}</text>",
-                x0,
+                "<text transform=\"translate({:.1},{:.1}) rotate(90)\">{number}</text>",
+                x0 + bar - 3.0,
                 height + top + 4.0
             );
         }
-        let _ = writeln!(
-            svg,
-            "<line x1=\"45\" x2=\"{width}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"black\" stroke-dasharray=\"4\"/><text x=\"20\" y=\"{0:.1}\">1.0x</text>",
-            y(1.0)
-        );
+        for tick in [0.5, 1.0, 1.5, 2.0, 3.0].into_iter().filter(|t| *t <= max) {
+            let dash = if tick == 1.0 { "4" } else { "1 3" };
+            let _ = writeln!(
+                svg,
+                "<line x1=\"45\" x2=\"{width}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"black\" stroke-dasharray=\"{dash}\"/><text x=\"14\" y=\"{0:.1}\">{tick:.1}x</text>",
+                y(tick)
+            );
+        }
         svg.push_str("</svg>\n");
         svg
     }
