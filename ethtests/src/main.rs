@@ -1,6 +1,6 @@
 //! `lockstep-ethtests`: Ethereum state tests through the sequential and the parallel path.
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use lockstep_ethtests::{
     fixtures,
     report::{self, Report},
@@ -8,13 +8,6 @@ use lockstep_ethtests::{
     state::{RunOptions, StorageChoice},
 };
 use std::{path::PathBuf, process::ExitCode};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StorageArg {
-    Memory,
-    Mdbx,
-    Both,
-}
 
 /// Run Ethereum state tests through both executor paths and compare them with the fixtures
 /// and with each other.
@@ -30,8 +23,8 @@ struct Args {
     /// Only tests whose name matches this regular expression.
     #[arg(long)]
     filter: Option<String>,
-    #[arg(long, value_enum, default_value_t = StorageArg::Memory)]
-    storage: StorageArg,
+    #[arg(long, value_enum, default_value_t = StorageChoice::Memory)]
+    storage: StorageChoice,
     /// Threads of the parallel path.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -85,11 +78,7 @@ fn run(args: &Args) -> Result<bool, String> {
         .transpose()
         .map_err(|e| format!("--filter: {e}"))?;
     let options = RunOptions {
-        storage: match args.storage {
-            StorageArg::Memory => StorageChoice::Memory,
-            StorageArg::Mdbx => StorageChoice::Mdbx,
-            StorageArg::Both => StorageChoice::Both,
-        },
+        storage: args.storage,
         threads: args.threads,
         fork: args.fork.clone(),
         filter,

@@ -14,23 +14,7 @@ use lockstep_executor::{
 use revm_statetest_types::{SpecName, Test, TestSuite, TestUnit};
 use std::time::Instant;
 
-/// Which stores a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageChoice {
-    Memory,
-    Mdbx,
-    Both,
-}
-
-impl StorageChoice {
-    fn memory(self) -> bool {
-        self != Self::Mdbx
-    }
-
-    fn mdbx(self) -> bool {
-        self != Self::Memory
-    }
-}
+pub use lockstep_harness::bench::StorageArg as StorageChoice;
 
 /// How to run the cases of a file.
 #[derive(Clone, Debug)]

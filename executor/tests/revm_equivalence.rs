@@ -7,12 +7,7 @@ use common::{ETHER, eoa, run};
 use lockstep_executor::{
     Alloc, Block,
     revm::{
-        Context, ExecuteEvm, MainBuilder, MainContext,
-        bytecode::Bytecode,
-        context::TxEnv,
-        database::{CacheDB, EmptyDB},
-        primitives::hardfork::SpecId,
-        state::AccountInfo,
+        Context, ExecuteEvm, MainBuilder, MainContext, context::TxEnv, primitives::hardfork::SpecId,
     },
 };
 use lockstep_harness::{
@@ -21,29 +16,10 @@ use lockstep_harness::{
     workloads::{WorkloadKind, address, call},
 };
 
-fn revm_db(alloc: &Alloc) -> CacheDB<EmptyDB> {
-    let mut db = CacheDB::new(EmptyDB::default());
-    for (address, account) in alloc {
-        let code = Bytecode::new_raw(account.code.clone());
-        let info = AccountInfo {
-            balance: account.balance,
-            nonce: account.nonce,
-            code_hash: code.hash_slow(),
-            code: Some(code),
-            ..Default::default()
-        };
-        db.insert_account_info(*address, info);
-        for (slot, value) in &account.storage {
-            db.insert_account_storage(*address, *slot, *value).unwrap();
-        }
-    }
-    db
-}
-
 fn assert_same_as_revm(alloc: &Alloc, block: &Block) {
     let tx = block.transactions[0].clone();
     let mut evm = Context::mainnet()
-        .with_db(revm_db(alloc))
+        .with_db(lockstep_harness::bench::revm_db(alloc))
         .with_block(block.block_env())
         .with_cfg(block.cfg_env())
         .build_mainnet();

@@ -32,6 +32,32 @@ impl StorageKind {
     }
 }
 
+/// Which stores to run on, as every command line spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageArg {
+    Memory,
+    Mdbx,
+    Both,
+}
+
+impl StorageArg {
+    pub fn kinds(self) -> Vec<StorageKind> {
+        match self {
+            Self::Memory => vec![StorageKind::Memory],
+            Self::Mdbx => vec![StorageKind::Mdbx],
+            Self::Both => vec![StorageKind::Memory, StorageKind::Mdbx],
+        }
+    }
+
+    pub fn memory(self) -> bool {
+        self != Self::Mdbx
+    }
+
+    pub fn mdbx(self) -> bool {
+        self != Self::Memory
+    }
+}
+
 /// Why a measurement failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -89,10 +115,10 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// A CacheDB holding `workload`'s pre-state, for the plain revm loop.
-pub fn revm_db(workload: &Workload) -> CacheDB<EmptyDB> {
+/// A CacheDB holding `alloc`, for the plain revm loop.
+pub fn revm_db(alloc: &lockstep_executor::Alloc) -> CacheDB<EmptyDB> {
     let mut db = CacheDB::new(EmptyDB::default());
-    for (address, account) in &workload.alloc {
+    for (address, account) in alloc {
         let code = lockstep_executor::state::bytecode(&account.code);
         let info = AccountInfo {
             balance: account.balance,
@@ -157,7 +183,7 @@ pub fn measure<S: Storage>(
         par_times.push(start.elapsed());
         check(workload, storage, &sequential, &parallel)?;
         if storage == StorageKind::Memory {
-            let db = revm_db(workload);
+            let db = revm_db(&workload.alloc);
             let start = Instant::now();
             std::hint::black_box(revm_loop(workload, db));
             base_times.push(start.elapsed());

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_executor::ParallelConfig;
 use lockstep_harness::{
     WorkloadKind,
-    bench::{self, PerfRow, StorageKind},
+    bench::{self, PerfRow, StorageArg},
 };
 use std::{path::PathBuf, process::ExitCode};
 
@@ -65,19 +65,12 @@ fn profile(kind: WorkloadKind, path: PathArg, gas: u64, iterations: usize, threa
                 drop(std::hint::black_box(parallel::execute(&store, &workload.block, &config)));
             }
             PathArg::Revm => {
-                let db = bench::revm_db(&workload);
+                let db = bench::revm_db(&workload.alloc);
                 std::hint::black_box(bench::revm_loop(&workload, db));
             }
         }
     }
     println!("{:.2} ms per run", start.elapsed().as_secs_f64() * 1e3 / iterations as f64);
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StorageArg {
-    Memory,
-    Mdbx,
-    Both,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -126,11 +119,7 @@ fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
     } else {
         args.workload.iter().map(|w| w.kind()).collect()
     };
-    let storages = match args.storage {
-        StorageArg::Memory => vec![StorageKind::Memory],
-        StorageArg::Mdbx => vec![StorageKind::Mdbx],
-        StorageArg::Both => vec![StorageKind::Memory, StorageKind::Mdbx],
-    };
+    let storages = args.storage.kinds();
     let config = ParallelConfig::with_threads(args.threads);
     let bar = ProgressBar::new(kinds.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("static template"),

@@ -1,21 +1,14 @@
 //! `lockstep-snapshots`: replay mainnet block snapshots on both paths and both stores.
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_executor::ParallelConfig;
-use lockstep_harness::{bench::StorageKind, fixtures};
+use lockstep_harness::{bench::StorageArg, fixtures};
 use lockstep_snapshots::{
     replay::{self, BlockReport},
     summary::Report,
 };
 use std::{path::PathBuf, process::ExitCode};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StorageArg {
-    Memory,
-    Mdbx,
-    Both,
-}
 
 /// Replay mainnet block snapshots sequentially and in parallel, check them against their
 /// headers (gas used, receipts root, logs bloom), and time both paths.
@@ -69,11 +62,7 @@ fn run(args: &Args) -> Result<bool, String> {
     if !args.block.is_empty() {
         blocks.retain(|(n, _)| args.block.contains(n));
     }
-    let storages = match args.storage {
-        StorageArg::Memory => vec![StorageKind::Memory],
-        StorageArg::Mdbx => vec![StorageKind::Mdbx],
-        StorageArg::Both => vec![StorageKind::Memory, StorageKind::Mdbx],
-    };
+    let storages = args.storage.kinds();
     let config = ParallelConfig::with_threads(args.threads);
     let bar = ProgressBar::new(blocks.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} blocks {msg}").expect("static template"),
