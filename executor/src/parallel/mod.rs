@@ -272,6 +272,7 @@ impl<'a> Run<'a> {
                 }
                 Ok(Attempt::Done(output, writes)) => {
                     let wrote_new = self.shared.mv.record(version, writes);
+                    self.shared.mv.set_fee(version, output.lazy_fee(self.shared.block.beneficiary));
                     *self.slots[version.tx].output() = Some(*output);
                     return self.scheduler.finish_execution(version, wrote_new);
                 }
@@ -332,7 +333,9 @@ fn finish_in_order<R: StateReader>(
         match vm.execute(tx)? {
             Attempt::Done(new_output, writes) => {
                 let incarnation = run.scheduler.incarnation(tx) + 1;
-                shared.mv.record(Version { tx, incarnation }, writes);
+                let version = Version { tx, incarnation };
+                shared.mv.record(version, writes);
+                shared.mv.set_fee(version, new_output.lazy_fee(shared.block.beneficiary));
                 *output = Some(*new_output);
             }
             Attempt::Blocked(blocker) => {

@@ -196,6 +196,23 @@ pub(crate) struct MvMemory {
     shards: Vec<CachePadded<Mutex<LocationMap<Versions>>>>,
     /// Locations each transaction's latest incarnation wrote.
     last_written: Vec<CachePadded<Mutex<Vec<Location>>>>,
+    /// The block's beneficiary, whose fee credits live in `fees` rather than in a shard: every
+    /// transaction credits it, and one location written by all would serialize the workers.
+    beneficiary: Address,
+    fees: Vec<CachePadded<Mutex<Fee>>>,
+}
+
+/// A transaction's fee credit to the beneficiary, as far as readers can tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Fee {
+    /// Not executed yet: optimistically no credit (validation catches a later one).
+    #[default]
+    Pending,
+    /// Aborted: its next incarnation will likely credit again, so readers wait.
+    Estimate,
+    /// Executed: the credit, or `None` when it paid no lazy fee (it read the beneficiary
+    /// itself, or it was invalid).
+    Paid(Incarnation, Option<U256>),
 }
 
 impl std::fmt::Debug for MvMemory {
@@ -205,7 +222,7 @@ impl std::fmt::Debug for MvMemory {
 }
 
 impl MvMemory {
-    pub(crate) fn new(txs: usize) -> Self {
+    pub(crate) fn new(txs: usize, beneficiary: Address) -> Self {
         // About three written locations per transaction, spread over the shards.
         let per_shard = 3 * txs / SHARDS + 4;
         Self {
@@ -216,6 +233,8 @@ impl MvMemory {
                 })
                 .collect(),
             last_written: (0..txs).map(|_| CachePadded::default()).collect(),
+            beneficiary,
+            fees: (0..txs).map(|_| CachePadded::default()).collect(),
         }
     }
 
@@ -258,8 +277,15 @@ impl MvMemory {
         wrote_new
     }
 
+    /// Records what `version` credits the beneficiary without reading it (`None`: nothing).
+    pub(crate) fn set_fee(&self, version: Version, fee: Option<U256>) {
+        *self.fees[version.tx].lock().expect("fee lock poisoned") =
+            Fee::Paid(version.incarnation, fee);
+    }
+
     /// Marks every write of `tx` as an estimate (after its incarnation was aborted).
     pub(crate) fn convert_writes_to_estimates(&self, tx: TxIdx) {
+        *self.fees[tx].lock().expect("fee lock poisoned") = Fee::Estimate;
         let written = self.last_written[tx].lock().expect("lock poisoned");
         for location in written.iter() {
             if let Some(versions) = self.shard(location).get_mut(location) {
@@ -275,9 +301,46 @@ impl MvMemory {
         tx: TxIdx,
         mode: ReadMode,
     ) -> Result<Found, Blocked> {
-        let shard = self.shard(location);
         let mut found = Found { origin: Origin::default(), write: None, credits: Vec::new() };
-        let Some(versions) = shard.get(location) else { return Ok(found) };
+        self.read_entries(location, tx, mode, &mut found)?;
+        if mode == ReadMode::Full && *location == Location::Account(self.beneficiary) {
+            self.read_fees(tx, &mut found)?;
+        }
+        found.credits.reverse();
+        Ok(found)
+    }
+
+    /// Fees credited by the transactions between the latest write and `tx`, newest first
+    /// (as `read_entries` leaves credits).
+    fn read_fees(&self, tx: TxIdx, found: &mut Found) -> Result<(), Blocked> {
+        let from = found.origin.base.map_or(0, |v| v.tx + 1);
+        for payer in (from..tx).rev() {
+            match *self.fees[payer].lock().expect("fee lock poisoned") {
+                Fee::Estimate => return Err(Blocked(payer)),
+                Fee::Pending => {
+                    found.origin.credits.push(Version { tx: payer, incarnation: Incarnation::MAX });
+                }
+                Fee::Paid(incarnation, fee) => {
+                    found.origin.credits.push(Version { tx: payer, incarnation });
+                    if let Some(fee) = fee {
+                        found.credits.push(fee);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of `location` below `tx`: credits newest first, then the latest write.
+    fn read_entries(
+        &self,
+        location: &Location,
+        tx: TxIdx,
+        mode: ReadMode,
+        found: &mut Found,
+    ) -> Result<(), Blocked> {
+        let shard = self.shard(location);
+        let Some(versions) = shard.get(location) else { return Ok(()) };
         for &(writer, ref entry) in versions.below(tx) {
             match entry {
                 Entry::Estimate => return Err(Blocked(writer)),
@@ -297,8 +360,7 @@ impl MvMemory {
                 }
             }
         }
-        found.credits.reverse();
-        Ok(found)
+        Ok(())
     }
 
     /// Whether a read made earlier would still find the same versions.
@@ -317,6 +379,8 @@ impl MvMemory {
 mod tests {
     use super::*;
 
+    const BENEFICIARY: Address = Address::repeat_byte(0xbe);
+
     fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
         Version { tx, incarnation }
     }
@@ -331,7 +395,7 @@ mod tests {
 
     #[test]
     fn reads_see_the_highest_lower_write() {
-        let mv = MvMemory::new(4);
+        let mv = MvMemory::new(4, BENEFICIARY);
         mv.record(v(0, 0), vec![(slot(1), Write::Storage(U256::from(10)))]);
         mv.record(v(2, 0), vec![(slot(1), Write::Storage(U256::from(20)))]);
         let at = |tx| mv.read(&slot(1), tx, ReadMode::Full).unwrap();
@@ -344,7 +408,7 @@ mod tests {
 
     #[test]
     fn estimates_block_and_new_incarnations_replace() {
-        let mv = MvMemory::new(3);
+        let mv = MvMemory::new(3, BENEFICIARY);
         assert!(mv.record(v(1, 0), vec![(slot(1), Write::Storage(U256::from(1)))]));
         let before = mv.read(&slot(1), 2, ReadMode::Full).unwrap().origin;
         mv.convert_writes_to_estimates(1);
@@ -366,7 +430,7 @@ mod tests {
 
     #[test]
     fn credits_stack_on_the_latest_write() {
-        let mv = MvMemory::new(5);
+        let mv = MvMemory::new(5, BENEFICIARY);
         let a = Location::Account(Address::ZERO);
         mv.record(v(0, 0), vec![(a, account(100))]);
         mv.record(v(1, 0), vec![(a, Write::Credit(U256::from(5)))]);
@@ -381,5 +445,28 @@ mod tests {
         mv.record(v(2, 0), vec![(a, Write::Credit(U256::from(1)))]);
         assert!(mv.still_valid(&a, 4, ReadMode::IgnoreCredits, &blind.origin));
         assert!(!mv.still_valid(&a, 4, ReadMode::Full, &full.origin));
+    }
+
+    #[test]
+    fn beneficiary_fees_are_read_from_their_payers() {
+        let mv = MvMemory::new(4, BENEFICIARY);
+        let b = Location::Account(BENEFICIARY);
+        mv.record(v(0, 0), vec![(b, account(100))]);
+        mv.set_fee(v(0, 0), None);
+        mv.set_fee(v(1, 0), Some(U256::from(5)));
+        // Tx 2 has not run: read optimistically as no fee, with a version that cannot match.
+        let found = mv.read(&b, 3, ReadMode::Full).unwrap();
+        assert_eq!(found.write, Some(account(100)));
+        assert_eq!(found.credits, vec![U256::from(5)]);
+        mv.set_fee(v(2, 0), Some(U256::from(7)));
+        assert!(!mv.still_valid(&b, 3, ReadMode::Full, &found.origin));
+        assert_eq!(
+            mv.read(&b, 3, ReadMode::Full).unwrap().credits,
+            vec![U256::from(5), U256::from(7)]
+        );
+        // An aborted payer makes readers wait for it.
+        mv.convert_writes_to_estimates(1);
+        assert_eq!(mv.read(&b, 3, ReadMode::Full).unwrap_err(), Blocked(1));
+        assert!(mv.read(&b, 1, ReadMode::Full).is_ok(), "readers below the payer are unaffected");
     }
 }

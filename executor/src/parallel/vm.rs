@@ -46,6 +46,13 @@ pub(crate) struct TxOutput {
     pub(crate) reads: Vec<Read>,
 }
 
+impl TxOutput {
+    /// The fee credited to `beneficiary` without reading it, if any.
+    pub(crate) fn lazy_fee(&self, beneficiary: Address) -> Option<U256> {
+        self.credits.iter().find(|(a, _)| *a == beneficiary).map(|(_, fee)| *fee)
+    }
+}
+
 /// Why a read could not complete.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ViewError {
@@ -111,7 +118,7 @@ impl<'a> Shared<'a> {
     pub(crate) fn new(block: &'a Block) -> Self {
         Self {
             block,
-            mv: MvMemory::new(block.transactions.len()),
+            mv: MvMemory::new(block.transactions.len(), block.beneficiary),
             codes: RwLock::default(),
             block_env: block.block_env(),
             cfg_env: block.cfg_env(),
@@ -350,7 +357,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
                 }
             }
         }
-        let writes = write_set(&changes, &accounts_changed, &credits);
+        let writes = write_set(&changes, &accounts_changed, &credits, block.beneficiary);
         Ok(Attempt::Done(
             Box::new(TxOutput { result: Ok(result), changes, credits, reads }),
             writes,
@@ -377,6 +384,7 @@ fn write_set(
     changes: &StateDiff,
     accounts_changed: &[Address],
     credits: &[(Address, U256)],
+    beneficiary: Address,
 ) -> Vec<(Location, Write)> {
     let mut writes = Vec::new();
     for (address, change) in &changes.accounts {
@@ -390,7 +398,8 @@ fn write_set(
             writes.push((Location::Storage(*address, *slot), Write::Storage(*value)));
         }
     }
-    for (address, amount) in credits {
+    // The beneficiary's fee is recorded apart (`MvMemory::set_fee`).
+    for (address, amount) in credits.iter().filter(|(a, _)| *a != beneficiary) {
         writes.push((Location::Account(*address), Write::Credit(*amount)));
     }
     writes
