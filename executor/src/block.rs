@@ -127,9 +127,4 @@ impl Block {
             self.max_blobs_per_tx.or_else(|| default_max_blobs_per_tx(self.spec));
         cfg
     }
-
-    /// Sum of the transactions' gas limits: an upper bound on the gas the block uses.
-    pub fn gas_limit_sum(&self) -> u64 {
-        self.transactions.iter().map(|tx| tx.gas_limit).fold(0, u64::saturating_add)
-    }
 }
