@@ -7,7 +7,7 @@ use alloy_primitives::{Address, U256};
 use std::{
     collections::HashMap,
     hash::{BuildHasher, BuildHasherDefault, Hash, Hasher},
-    sync::Mutex,
+    sync::{Mutex, RwLock},
 };
 
 pub(crate) type TxIdx = usize;
@@ -193,7 +193,7 @@ const SHARDS: usize = 256;
 
 /// The multi-version store, sharded by location to keep lock contention low.
 pub(crate) struct MvMemory {
-    shards: Vec<CachePadded<Mutex<LocationMap<Versions>>>>,
+    shards: Vec<CachePadded<RwLock<LocationMap<Versions>>>>,
     /// Locations each transaction's latest incarnation wrote.
     last_written: Vec<CachePadded<Mutex<Vec<Location>>>>,
     /// The block's beneficiary, whose fee credits live in `fees` rather than in a shard: every
@@ -229,7 +229,7 @@ impl MvMemory {
             shards: (0..SHARDS)
                 .map(|_| {
                     let map = LocationMap::with_capacity_and_hasher(per_shard, Default::default());
-                    CachePadded(Mutex::new(map))
+                    CachePadded(RwLock::new(map))
                 })
                 .collect(),
             last_written: (0..txs).map(|_| CachePadded::default()).collect(),
@@ -238,12 +238,24 @@ impl MvMemory {
         }
     }
 
-    fn shard(&self, location: &Location) -> std::sync::MutexGuard<'_, LocationMap<Versions>> {
+    fn shard_index(location: &Location) -> usize {
         // Middle bits pick the shard: the map inside uses the low bits for the bucket and
         // the top seven as tags, and sharing either across a shard would defeat it.
         let hash = BuildHasherDefault::<WordHasher>::default().hash_one(location);
-        let index = (hash >> 32) as usize % SHARDS;
-        self.shards[index].lock().expect("mv memory lock poisoned")
+        (hash >> 32) as usize % SHARDS
+    }
+
+    /// A shard for reading: readers of a hot location (a token contract) do not exclude
+    /// each other.
+    fn shard(&self, location: &Location) -> std::sync::RwLockReadGuard<'_, LocationMap<Versions>> {
+        self.shards[Self::shard_index(location)].read().expect("mv memory lock poisoned")
+    }
+
+    fn shard_mut(
+        &self,
+        location: &Location,
+    ) -> std::sync::RwLockWriteGuard<'_, LocationMap<Versions>> {
+        self.shards[Self::shard_index(location)].write().expect("mv memory lock poisoned")
     }
 
     /// Records the writes of `version`, replacing its previous incarnation's. Returns whether it
@@ -252,7 +264,7 @@ impl MvMemory {
         let locations: Vec<Location> = writes.iter().map(|(l, _)| *l).collect();
         for (location, write) in writes {
             let entry = Entry::Written(version.incarnation, write);
-            match self.shard(&location).entry(location) {
+            match self.shard_mut(&location).entry(location) {
                 std::collections::hash_map::Entry::Occupied(mut versions) => {
                     versions.get_mut().insert(version.tx, entry);
                 }
@@ -269,7 +281,7 @@ impl MvMemory {
             }
         }
         for stale in previous.iter().filter(|l| !locations.contains(l)) {
-            if let Some(versions) = self.shard(stale).get_mut(stale) {
+            if let Some(versions) = self.shard_mut(stale).get_mut(stale) {
                 versions.remove(version.tx);
             }
         }
@@ -288,7 +300,7 @@ impl MvMemory {
         *self.fees[tx].lock().expect("fee lock poisoned") = Fee::Estimate;
         let written = self.last_written[tx].lock().expect("lock poisoned");
         for location in written.iter() {
-            if let Some(versions) = self.shard(location).get_mut(location) {
+            if let Some(versions) = self.shard_mut(location).get_mut(location) {
                 versions.insert(tx, Entry::Estimate);
             }
         }
