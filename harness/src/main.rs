@@ -111,6 +111,10 @@ struct PerfArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run every block through Block-STM, without the sequential fallbacks for small,
+    /// transfer-only or chained blocks.
+    #[arg(long)]
+    always_parallel: bool,
 }
 
 fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
@@ -120,7 +124,11 @@ fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
         args.workload.iter().map(|w| w.kind()).collect()
     };
     let storages = args.storage.kinds();
-    let config = ParallelConfig::with_threads(args.threads);
+    let config = if args.always_parallel {
+        ParallelConfig::always_parallel(args.threads)
+    } else {
+        ParallelConfig::with_threads(args.threads)
+    };
     let bar = ProgressBar::new(kinds.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("static template"),
     );
