@@ -55,6 +55,11 @@ pub fn default_snapshots_dir() -> Option<PathBuf> {
 /// Makes `path` browsable as a directory: a directory is returned as is; a `.tar.zst`
 /// archive is unpacked under the cache (once; a marker file records a complete unpack).
 pub fn materialize(path: &Path) -> Result<PathBuf, FixtureError> {
+    materialize_in(path, &cache_dir())
+}
+
+/// [`materialize`] with an explicit cache folder.
+pub fn materialize_in(path: &Path, cache: &Path) -> Result<PathBuf, FixtureError> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
@@ -62,22 +67,34 @@ pub fn materialize(path: &Path) -> Result<PathBuf, FixtureError> {
     let Some(stem) = name.strip_suffix(".tar.zst") else {
         return Err(FixtureError::NotFixtures { path: path.to_path_buf() });
     };
-    let target = cache_dir().join("fixtures").join(stem);
-    let marker = target.join(".complete");
+    let target = cache.join("fixtures").join(stem);
     let archive_len = fs::metadata(path).map_err(io_err(path))?.len().to_string();
-    if fs::read_to_string(&marker).is_ok_and(|len| len == archive_len) {
+    let complete =
+        |dir: &Path| fs::read_to_string(dir.join(".complete")).is_ok_and(|len| len == archive_len);
+    if complete(&target) {
         return Ok(target);
     }
-    // Unpack beside the target and rename, so a killed unpack never looks complete.
-    let partial = target.with_extension("partial");
+    // Unpack into a directory of this process's own and rename it into place: concurrent test
+    // processes may unpack the same archive, and a killed unpack never looks complete.
+    static UNPACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let unique = UNPACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = target.with_extension(format!("partial-{}-{unique}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(io_err(&partial))?;
     let file = fs::File::open(path).map_err(io_err(path))?;
     let decoder = zstd::Decoder::new(file).map_err(io_err(path))?;
     tar::Archive::new(decoder).unpack(&partial).map_err(io_err(path))?;
     fs::write(partial.join(".complete"), &archive_len).map_err(io_err(&partial))?;
-    let _ = fs::remove_dir_all(&target);
-    fs::rename(&partial, &target).map_err(io_err(&target))?;
+    if fs::rename(&partial, &target).is_err() {
+        if complete(&target) {
+            // Another process finished first.
+            let _ = fs::remove_dir_all(&partial);
+            return Ok(target);
+        }
+        // A stale unpack of an older archive: replace it.
+        let _ = fs::remove_dir_all(&target);
+        fs::rename(&partial, &target).map_err(io_err(&target))?;
+    }
     Ok(target)
 }
 
@@ -122,4 +139,34 @@ pub fn read(path: &Path) -> Result<String, FixtureError> {
     let mut text = String::new();
     fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map_err(io_err(path))?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_unpacks_of_one_archive_agree() {
+        let Some(root) = default_ethtests_dir() else {
+            panic!("ETHTESTS_DIR or ../shared/ethtests must exist")
+        };
+        let archive = root.join("eest-fusaka-devnet-5.tar.zst");
+        let cache = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| materialize_in(&archive, cache.path()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(dirs.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(json_files(&dirs[0]).len(), 35);
+        let leftovers = fs::read_dir(cache.path().join("fixtures")).unwrap().count();
+        assert_eq!(leftovers, 1, "partial unpacks must not be left behind");
+        // A second call reuses the unpacked copy.
+        assert_eq!(materialize_in(&archive, cache.path()).unwrap(), dirs[0]);
+        assert!(matches!(
+            materialize_in(Path::new("x.zip"), cache.path()),
+            Err(FixtureError::NotFixtures { .. })
+        ));
+    }
 }
