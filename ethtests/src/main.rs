@@ -52,15 +52,7 @@ const DEFAULT_ARCHIVES: &[&str] = &[
 ];
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    lockstep_harness::exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<bool, String> {

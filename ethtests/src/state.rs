@@ -268,6 +268,10 @@ fn catch<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec<CaseResult> {
     let file = path.display().to_string();
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let filtered_out = options.filter.as_ref().is_some_and(|re| !re.is_match(stem));
+    if skip_reason(&file, stem).is_some() && filtered_out {
+        return Vec::new();
+    }
     if let Some(why) = skip_reason(&file, stem) {
         return vec![
             CaseResult::new(&file, stem, "-", None)

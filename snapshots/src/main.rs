@@ -37,14 +37,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    lockstep_harness::exit_code(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<bool, String> {

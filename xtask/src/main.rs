@@ -66,53 +66,30 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Runs one of the project's binaries in a release build with `args`.
+fn release_bin(package: &str, bin: &str, args: &[&str]) -> Result<(), String> {
+    let mut all = vec!["run", "--release", "--quiet", "-p", package, "--bin", bin, "--"];
+    all.extend_from_slice(args);
+    cargo(&all)
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn run(task: Task) -> Result<(), String> {
     match task {
         Task::Perf { json, args } => {
             let json = json.to_string_lossy().into_owned();
-            let mut all = vec![
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "lockstep-harness",
-                "--bin",
-                "lockstep",
-                "--",
-                "perf",
-                "--json",
-                &json,
-            ];
-            all.extend(args.iter().map(String::as_str));
-            cargo(&all)
+            let mut all = vec!["perf", "--json", &json];
+            all.extend(strs(&args));
+            release_bin("lockstep-harness", "lockstep", &all)
         }
         Task::Ethtests { args } => {
-            let mut all = vec![
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "lockstep-ethtests",
-                "--bin",
-                "lockstep-ethtests",
-                "--",
-            ];
-            all.extend(args.iter().map(String::as_str));
-            cargo(&all)
+            release_bin("lockstep-ethtests", "lockstep-ethtests", &strs(&args))
         }
         Task::Snapshots { args } => {
-            let mut all = vec![
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "lockstep-snapshots",
-                "--bin",
-                "lockstep-snapshots",
-                "--",
-            ];
-            all.extend(args.iter().map(String::as_str));
-            cargo(&all)
+            release_bin("lockstep-snapshots", "lockstep-snapshots", &strs(&args))
         }
         Task::Ci => {
             cargo(&["fmt", "--all", "--", "--check"])?;
