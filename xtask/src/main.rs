@@ -19,11 +19,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Benchmark the sequential and parallel paths on the generated 1-gigagas workloads
-    /// (release build). Extra arguments go to `lockstep perf` (see `--help` there).
+    /// (release build), then replay the mainnet snapshots when they are present. Extra
+    /// arguments go to `lockstep perf` (see `--help` there).
     Perf {
         /// JSON report path.
         #[arg(long, default_value = "target/perf.json")]
         json: PathBuf,
+        /// Skip the mainnet snapshots even when $SNAPSHOTS_DIR or ../shared/mainnet exists.
+        #[arg(long)]
+        no_snapshots: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -79,11 +83,21 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 fn run(task: Task) -> Result<(), String> {
     match task {
-        Task::Perf { json, args } => {
+        Task::Perf { json, no_snapshots, args } => {
             let json = json.to_string_lossy().into_owned();
             let mut all = vec!["perf", "--json", &json];
             all.extend(strs(&args));
-            release_bin("lockstep-harness", "lockstep", &all)
+            release_bin("lockstep-harness", "lockstep", &all)?;
+            let snapshots = std::env::var_os("SNAPSHOTS_DIR")
+                .map_or_else(|| root().join("../shared/mainnet"), PathBuf::from);
+            if no_snapshots || !snapshots.exists() {
+                return Ok(());
+            }
+            release_bin(
+                "lockstep-snapshots",
+                "lockstep-snapshots",
+                &["--json", "target/snapshots.json", "--plot", "target/snapshots.svg"],
+            )
         }
         Task::Ethtests { args } => {
             release_bin("lockstep-ethtests", "lockstep-ethtests", &strs(&args))
