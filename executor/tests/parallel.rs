@@ -72,7 +72,8 @@ fn independent_workloads_never_reexecute() {
 #[test]
 fn dependent_chain_falls_back_and_still_matches() {
     let workload = WorkloadKind::DependentChain.generate(400 * 26_000);
-    let config = ParallelConfig { min_txs: 0, min_gas: 0, ..ParallelConfig::with_threads(2) };
+    // Only the adaptive fallback may take this block off Block-STM.
+    let config = ParallelConfig { adaptive: true, ..ParallelConfig::always_parallel(2) };
     assert_identical(&workload, &config);
     for seed in 0..3 {
         assert_identical(&workload, &ParallelConfig { chaos: Some(seed), ..config.clone() });
@@ -82,10 +83,17 @@ fn dependent_chain_falls_back_and_still_matches() {
 #[test]
 fn small_or_transfer_only_blocks_take_the_sequential_path() {
     let config = ParallelConfig::with_threads(2);
-    let small = WorkloadKind::Erc20Transfers.generate(5 * 50_400);
+    let small = WorkloadKind::Erc20Transfers.generate(12 * 50_400);
     assert!(assert_identical(&small, &config).stats.sequential);
     let transfers = WorkloadKind::RawTransfers.generate(500 * 21_000);
     assert!(assert_identical(&transfers, &config).stats.sequential);
     let calls = WorkloadKind::Erc20Transfers.generate(200 * 50_400);
     assert!(!assert_identical(&calls, &config).stats.sequential);
+    // One sender's nonces chain its transactions: no point in threads.
+    use lockstep_harness::random_block::{TxSpec, build};
+    let specs = vec![TxSpec::Erc20 { from: 0, to: 1, amount: 5 }; 40];
+    let chained = build(&specs, lockstep_executor::revm::primitives::hardfork::SpecId::CANCUN);
+    assert!(assert_identical(&chained, &config).stats.sequential);
+    let parallel = ParallelConfig { max_sender_share: 1.0, ..config };
+    assert!(!assert_identical(&chained, &parallel).stats.sequential);
 }

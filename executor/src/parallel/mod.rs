@@ -37,7 +37,7 @@ use std::{
 use vm::{Attempt, Base, Shared, TxOutput, Vm};
 
 /// How the parallel path runs a block.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParallelConfig {
     /// Worker threads, the calling thread included.
     pub threads: NonZeroUsize,
@@ -51,6 +51,9 @@ pub struct ParallelConfig {
     /// Blocks averaging less contract gas per transaction run sequentially: mostly plain
     /// transfers, each too cheap for the coordination it would need.
     pub min_gas_per_tx: u64,
+    /// Blocks where one sender signs more than this share of the transactions run
+    /// sequentially: its nonces chain those transactions one after another anyway.
+    pub max_sender_share: f64,
     /// Finish sequentially once re-executions show the block is a dependency chain.
     pub adaptive: bool,
 }
@@ -60,9 +63,10 @@ impl Default for ParallelConfig {
         Self {
             threads: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             chaos: None,
-            min_txs: 8,
+            min_txs: 16,
             min_gas: 3_000_000,
             min_gas_per_tx: 15_000,
+            max_sender_share: 0.5,
             adaptive: true,
         }
     }
@@ -94,7 +98,11 @@ pub fn execute<S: Storage + ?Sized>(
     let txs = block.transactions.len();
     let contract_gas = contract_gas(block);
     let transfer_heavy = contract_gas / (txs.max(1) as u64) < config.min_gas_per_tx;
-    if txs < config.min_txs.max(2) || contract_gas < config.min_gas || transfer_heavy {
+    if txs < config.min_txs.max(2)
+        || contract_gas < config.min_gas
+        || transfer_heavy
+        || top_sender_count(block) as f64 > config.max_sender_share * txs as f64
+    {
         return sequential::execute(storage, block);
     }
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
@@ -159,6 +167,15 @@ fn contract_gas(block: &Block) -> u64 {
         .filter(|tx| !tx.data.is_empty() || tx.kind.is_create())
         .map(|tx| tx.gas_limit)
         .fold(0, u64::saturating_add)
+}
+
+/// How many transactions the most frequent sender signs.
+fn top_sender_count(block: &Block) -> usize {
+    let mut counts: AddressMap<usize> = AddressMap::default();
+    for tx in &block.transactions {
+        *counts.entry(tx.caller).or_default() += 1;
+    }
+    counts.values().copied().max().unwrap_or(0)
 }
 
 fn collect(
