@@ -121,9 +121,8 @@ pub fn execute<S: Storage + ?Sized>(
         return Err(error);
     }
 
-    let base = Base { reader: storage.reader()?, pre_block: &pre_block };
-    let mut vm = Vm::new(&shared, base);
     if run.fell_back.load(Ordering::Relaxed) {
+        let mut vm = Vm::new(&shared, Base { reader: storage.reader()?, pre_block: &pre_block });
         finish_in_order(&shared, &run, &mut vm)?;
     }
     let stats = ExecutionStats {
@@ -143,7 +142,8 @@ pub fn execute<S: Storage + ?Sized>(
                 .expect("every transaction executed")
         })
         .collect();
-    let resolved = resolve_credits(block, &outputs, vm.base())?;
+    let base = Base { reader: storage.reader()?, pre_block: &pre_block };
+    let resolved = resolve_credits(block, &outputs, &base)?;
     let txs = outcomes(block, outputs, resolved, config.threads.get());
     let post_block = if effects::has_post_block(block) {
         let mut state = BlockState::new(storage.reader()?, parent);

@@ -282,10 +282,6 @@ impl<'a, R: StateReader> Vm<'a, R> {
         Self { evm }
     }
 
-    pub(crate) fn base(&self) -> &Base<'a, R> {
-        &self.evm.ctx.journaled_state.database.base
-    }
-
     /// Executes transaction `tx` once, against what the transactions before it wrote.
     pub(crate) fn execute(&mut self, tx: TxIdx) -> Result<Attempt, ExecutionError> {
         let shared = self.evm.ctx.journaled_state.database.shared;
