@@ -2,6 +2,8 @@
 
 pub use lockstep_harness::fixtures;
 
+pub mod blockchain;
+pub mod network;
 pub mod report;
 pub mod runner;
 pub mod schema;

@@ -1,4 +1,5 @@
-//! `lockstep-ethtests`: Ethereum state tests through the sequential and the parallel path.
+//! `lockstep-ethtests`: Ethereum state and blockchain tests through the sequential and the
+//! parallel path.
 
 use clap::Parser;
 use lockstep_ethtests::{
@@ -9,7 +10,7 @@ use lockstep_ethtests::{
 };
 use std::{path::PathBuf, process::ExitCode};
 
-/// Run Ethereum state tests through both executor paths and compare them with the fixtures
+/// Run Ethereum state and blockchain tests through both executor paths and compare them with the fixtures
 /// and with each other.
 #[derive(Parser)]
 #[command(name = "lockstep-ethtests", version)]
@@ -49,6 +50,8 @@ const DEFAULT_ARCHIVES: &[&str] = &[
     "GeneralStateTests.tar.zst",
     "legacytests-Cancun-GeneralStateTests.tar.zst",
     "eest-fusaka-devnet-5.tar.zst",
+    "BlockchainTests-GeneralStateTests.tar.zst",
+    "BlockchainTests-ValidInvalidBlocks.tar.zst",
 ];
 
 fn main() -> ExitCode {

@@ -32,6 +32,9 @@ pub struct CaseResult {
     pub fork: String,
     /// The post vector's position, or `None` for a multi-transaction block or a whole test.
     pub vector: Option<usize>,
+    /// The number of blocks, for a blockchain test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<usize>,
     #[serde(flatten)]
     pub outcome: Outcome,
     #[serde(skip)]
@@ -45,9 +48,15 @@ impl CaseResult {
             test: test.into(),
             fork: fork.into(),
             vector,
+            blocks: None,
             outcome: Outcome::Passed,
             paths: Paths::default(),
         }
+    }
+
+    /// A blockchain test of `blocks` blocks on `network`.
+    pub fn chain(file: &str, test: &str, network: &str, blocks: usize) -> Self {
+        Self { blocks: Some(blocks), ..Self::new(file, test, network, None) }
     }
 
     pub fn finish(mut self, outcome: Outcome, paths: Paths) -> Self {
@@ -62,9 +71,10 @@ impl CaseResult {
     }
 
     pub fn name(&self) -> String {
-        match self.vector {
-            Some(k) => format!("{}::{}[{}]", self.test, self.fork, k),
-            None => format!("{}::{}[block]", self.test, self.fork),
+        match (self.vector, self.blocks) {
+            (Some(k), _) => format!("{}::{}[{}]", self.test, self.fork, k),
+            (None, Some(_)) => format!("{}::{}[chain]", self.test, self.fork),
+            (None, None) => format!("{}::{}[block]", self.test, self.fork),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Runs fixture files in parallel: selection, sharding, progress, and isolation of failures.
 
 use crate::{
-    fixtures,
+    blockchain, fixtures,
     report::CaseResult,
     state::{self, RunOptions},
 };
@@ -45,7 +45,7 @@ impl Shard {
     }
 }
 
-/// Every state-test JSON file under the given roots (directories or archives).
+/// Every fixture JSON file under the given roots (directories or archives).
 pub fn collect_files(roots: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for root in roots {
@@ -60,6 +60,9 @@ pub fn collect_files(roots: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 fn run_one(path: &Path, options: &RunOptions) -> Vec<CaseResult> {
     match fixtures::read(path) {
+        Ok(text) if text.contains("\"genesisBlockHeader\"") => {
+            blockchain::run_file(path, &text, options)
+        }
         Ok(text) => state::run_file(path, &text, options),
         Err(e) => vec![CaseResult::file_error(&path.display().to_string(), e.to_string())],
     }

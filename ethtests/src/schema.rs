@@ -49,3 +49,27 @@ pub struct BlockchainGenesis {
     #[serde(default)]
     pub network: String,
 }
+
+/// A blockchain test: a genesis, a chain of RLP blocks (some marked invalid) and the state
+/// expected at the head.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockchainTest {
+    pub genesis_block_header: GenesisHeader,
+    #[serde(rename = "genesisRLP")]
+    pub genesis_rlp: Bytes,
+    pub blocks: Vec<FixtureBlock>,
+    pub lastblockhash: B256,
+    pub network: String,
+    pub pre: BTreeMap<Address, FixtureAccount>,
+    pub post_state: Option<BTreeMap<Address, FixtureAccount>>,
+    pub post_state_hash: Option<B256>,
+}
+
+/// One block of a blockchain test. The RLP stays text so that bad hex rejects that block only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixtureBlock {
+    pub rlp: String,
+    pub expect_exception: Option<String>,
+}

@@ -1,4 +1,5 @@
-//! CI smoke run: a fixed slice of every state-test set through both paths and both stores.
+//! CI smoke run: a fixed slice of every fixture set through both paths (and both stores for
+//! state tests).
 //! The whole sets run with `cargo xtask ethtests`.
 
 use lockstep_ethtests::{
@@ -39,4 +40,9 @@ fn legacy_tests_slice() {
 #[test]
 fn execution_spec_tests_slice() {
     smoke("eest-fusaka-devnet-5.tar.zst", "1/2", StorageChoice::Memory);
+}
+
+#[test]
+fn blockchain_tests_slice() {
+    smoke("BlockchainTests-GeneralStateTests.tar.zst", "5/40", StorageChoice::Memory);
 }

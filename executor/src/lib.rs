@@ -16,6 +16,7 @@ pub mod sequential;
 pub mod sorted_map;
 pub mod state;
 pub mod storage;
+pub mod tx;
 
 pub use block::{Block, Ommer, Withdrawal};
 pub use error::ExecutionError;

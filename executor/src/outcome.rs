@@ -1,7 +1,7 @@
 //! The executor's output, the same for every path, and the field-by-field comparison of two.
 
 use crate::state::{AccountDiff, StateDiff};
-use alloy_primitives::{Address, Bloom, Log, logs_bloom};
+use alloy_primitives::{Address, B256, Bloom, Log, logs_bloom};
 use revm::context::result::{ExecutionResult, InvalidTransaction};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -19,9 +19,22 @@ pub struct Receipt {
 impl Receipt {
     /// The receipt as the consensus layer encodes it (EIP-2718 envelope, EIP-658 status).
     pub fn envelope(&self) -> alloy_consensus::ReceiptEnvelope {
-        use alloy_consensus::{Eip658Value, ReceiptEnvelope, ReceiptWithBloom};
+        self.envelope_with(alloy_consensus::Eip658Value::Eip658(self.success))
+    }
+
+    /// The receipt before Byzantium, which holds the state root after the transaction in
+    /// place of the status.
+    pub fn pre_byzantium_envelope(&self, state_root: B256) -> alloy_consensus::ReceiptEnvelope {
+        self.envelope_with(alloy_consensus::Eip658Value::PostState(state_root))
+    }
+
+    fn envelope_with(
+        &self,
+        status: alloy_consensus::Eip658Value,
+    ) -> alloy_consensus::ReceiptEnvelope {
+        use alloy_consensus::{ReceiptEnvelope, ReceiptWithBloom};
         let receipt = alloy_consensus::Receipt {
-            status: Eip658Value::Eip658(self.success),
+            status,
             cumulative_gas_used: self.cumulative_gas_used,
             logs: self.logs.clone(),
         };
@@ -129,8 +142,18 @@ impl BlockOutcome {
     }
 
     /// The receipts root of the block's post-Byzantium (status) receipts.
-    pub fn receipts_root(&self) -> alloy_primitives::B256 {
+    pub fn receipts_root(&self) -> B256 {
         let envelopes: Vec<_> = self.receipts().map(|r| r.envelope()).collect();
+        alloy_consensus::proofs::calculate_receipt_root(&envelopes)
+    }
+
+    /// The receipts root before Byzantium, given the state root after each valid transaction.
+    pub fn pre_byzantium_receipts_root(&self, state_roots: &[B256]) -> B256 {
+        let envelopes: Vec<_> = self
+            .receipts()
+            .zip(state_roots)
+            .map(|(r, root)| r.pre_byzantium_envelope(*root))
+            .collect();
         alloy_consensus::proofs::calculate_receipt_root(&envelopes)
     }
 
