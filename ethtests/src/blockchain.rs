@@ -245,7 +245,7 @@ fn blob_params(spec: SpecId) -> BlobParams {
     }
 }
 
-fn expect<T: PartialEq + std::fmt::Debug>(
+fn expect<T: PartialEq + Copy + std::fmt::Debug>(
     field: &str,
     header: T,
     expected: T,

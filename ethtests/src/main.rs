@@ -8,6 +8,7 @@ use lockstep_ethtests::{
     runner::{self, Shard},
     state::{RunOptions, StorageChoice},
 };
+use lockstep_harness::fetch;
 use std::{path::PathBuf, process::ExitCode};
 
 /// Run Ethereum state and blockchain tests through both executor paths and compare them with the fixtures
@@ -44,6 +45,19 @@ struct Args {
     /// Failures to print in full.
     #[arg(long, default_value_t = 20)]
     show: usize,
+    /// Download the pinned fixture release (execution-spec-tests v5.4.0, checked against its
+    /// SHA-256) into the cache and run it instead of the default sets.
+    #[arg(long)]
+    fetch: bool,
+    /// With --fetch: another URL for the release (a mirror).
+    #[arg(long, requires = "fetch", requires = "fetch_sha256")]
+    fetch_url: Option<String>,
+    /// With --fetch-url: the archive's SHA-256, in hex.
+    #[arg(long, requires = "fetch_url")]
+    fetch_sha256: Option<String>,
+    /// With --fetch-url: folders of the archive to run (default: the whole archive).
+    #[arg(long, requires = "fetch_url", num_args = 1..)]
+    fetch_dir: Vec<String>,
 }
 
 const DEFAULT_ARCHIVES: &[&str] = &[
@@ -58,8 +72,28 @@ fn main() -> ExitCode {
     lockstep_harness::exit_code(run(&Args::parse()))
 }
 
+/// The folders of the fetched release: the pinned one, or the one --fetch-url names.
+fn fetched(args: &Args) -> Result<Vec<PathBuf>, String> {
+    let release = match (&args.fetch_url, &args.fetch_sha256) {
+        (Some(url), Some(sha256)) => fetch::Release {
+            url: url.clone(),
+            sha256: sha256.to_lowercase(),
+            dirs: if args.fetch_dir.is_empty() {
+                vec![String::new()]
+            } else {
+                args.fetch_dir.clone()
+            },
+        },
+        _ => fetch::default_ethtests_release(),
+    };
+    eprintln!("fetching {}", release.url);
+    fetch::fetch(&release, &fixtures::cache_dir()).map_err(|e| e.to_string())
+}
+
 fn run(args: &Args) -> Result<bool, String> {
-    let roots = if args.paths.is_empty() {
+    let roots = if args.fetch {
+        fetched(args)?
+    } else if args.paths.is_empty() {
         let dir = fixtures::default_ethtests_dir()
             .ok_or("no fixtures: pass paths or set ETHTESTS_DIR")?;
         DEFAULT_ARCHIVES.iter().map(|a| dir.join(a)).collect()

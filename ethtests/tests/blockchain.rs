@@ -156,7 +156,7 @@ fn bad_input_fails_its_case_with_a_clear_message() {
     test_of(&mut truncated)["blocks"][0]["rlp"] = rlp[..rlp.len() / 2].into();
     assert!(failure(&path, &truncated).contains("block 0: rejected: block RLP"));
 
-    let mut network = json.clone();
+    let mut network = json;
     test_of(&mut network)["network"] = "Atlantis".into();
     assert!(failure(&path, &network).contains("unknown network `Atlantis`"));
 

@@ -1,4 +1,5 @@
-//! Finding fixture sets: a directory, or a `.tar.zst` archive unpacked once into a cache.
+//! Finding fixture sets: a directory, or a `.tar.zst` (or `.tar.gz`) archive unpacked once into
+//! a cache.
 
 use std::{
     fs,
@@ -11,7 +12,7 @@ use std::{
 pub enum FixtureError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: not a fixture directory or .tar.zst archive")]
+    #[error("{path}: not a fixture directory or .tar.zst / .tar.gz archive")]
     NotFixtures { path: PathBuf },
 }
 
@@ -52,8 +53,8 @@ pub fn default_snapshots_dir() -> Option<PathBuf> {
     data_dir("SNAPSHOTS_DIR", "mainnet")
 }
 
-/// Makes `path` browsable as a directory: a directory is returned as is; a `.tar.zst`
-/// archive is unpacked under the cache (once; a marker file records a complete unpack).
+/// Makes `path` browsable as a directory: a directory is returned as is; a `.tar.zst` or
+/// `.tar.gz` archive is unpacked under the cache (once; a marker file records a complete unpack).
 pub fn materialize(path: &Path) -> Result<PathBuf, FixtureError> {
     materialize_in(path, &cache_dir())
 }
@@ -64,7 +65,7 @@ pub fn materialize_in(path: &Path, cache: &Path) -> Result<PathBuf, FixtureError
         return Ok(path.to_path_buf());
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let Some(stem) = name.strip_suffix(".tar.zst") else {
+    let Some((stem, format)) = archive_format(name) else {
         return Err(FixtureError::NotFixtures { path: path.to_path_buf() });
     };
     let target = cache.join("fixtures").join(stem);
@@ -82,7 +83,10 @@ pub fn materialize_in(path: &Path, cache: &Path) -> Result<PathBuf, FixtureError
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(io_err(&partial))?;
     let file = fs::File::open(path).map_err(io_err(path))?;
-    let decoder = zstd::Decoder::new(file).map_err(io_err(path))?;
+    let decoder: Box<dyn Read> = match format {
+        Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(io_err(path))?),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+    };
     tar::Archive::new(decoder).unpack(&partial).map_err(io_err(path))?;
     fs::write(partial.join(".complete"), &archive_len).map_err(io_err(&partial))?;
     if fs::rename(&partial, &target).is_err() {
@@ -98,6 +102,20 @@ pub fn materialize_in(path: &Path, cache: &Path) -> Result<PathBuf, FixtureError
     Ok(target)
 }
 
+enum Compression {
+    Zstd,
+    Gzip,
+}
+
+/// An archive's name without its suffix, and how it is compressed.
+fn archive_format(name: &str) -> Option<(&str, Compression)> {
+    if let Some(stem) = name.strip_suffix(".tar.zst") {
+        return Some((stem, Compression::Zstd));
+    }
+    let stem = name.strip_suffix(".tar.gz").or_else(|| name.strip_suffix(".tgz"))?;
+    Some((stem, Compression::Gzip))
+}
+
 /// Every archive or directory inside a fixture root, made browsable.
 pub fn materialize_all(root: &Path) -> Result<Vec<PathBuf>, FixtureError> {
     if !root.is_dir() {
@@ -106,7 +124,7 @@ pub fn materialize_all(root: &Path) -> Result<Vec<PathBuf>, FixtureError> {
     let mut archives: Vec<PathBuf> = fs::read_dir(root)
         .map_err(io_err(root))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".tar.zst")))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).and_then(archive_format).is_some())
         .collect();
     if archives.is_empty() {
         return Ok(vec![root.to_path_buf()]);

@@ -3,7 +3,10 @@
 pub mod asm;
 pub mod bench;
 pub mod contracts;
+pub mod fetch;
 pub mod fixtures;
+pub mod http;
+pub mod local_http;
 pub mod random_block;
 pub mod workloads;
 

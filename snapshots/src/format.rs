@@ -1,11 +1,16 @@
-//! The snapshot format, and its conversion into the executor's block and pre-state.
+//! The snapshot format, its conversion into the executor's block and pre-state, and its writing
+//! (for captures).
 //!
 //! A snapshot directory holds one folder per block and a shared `block_hashes.json`:
 //!
 //! - `<number>/block.json`: the block as `eth_getBlockByNumber(number, true)` returns it.
-//! - `<number>/pre_state.json`: every account the block reads, before the block:
-//!   `{address: {"balance": hex, "nonce": int, "code"?: hex, "storage": {slot: value}}}`.
+//! - `<number>/pre_state.json`: every existing account the block reads, before the block:
+//!   `{address: {"balance": hex, "code"?: hex, "nonce": int, "storage": {slot: value}}}`
+//!   (`code` only for accounts with code; numbers as minimal hex).
 //! - `block_hashes.json`: `{number: hash}` for the BLOCKHASH lookups of all blocks.
+//!
+//! `pre_state.json` and `block_hashes.json` have a one-space indent, no final newline, and
+//! their keys in order (addresses and slots as text, block numbers as numbers).
 
 use alloy_primitives::{Address, B256, Bloom, Bytes, TxKind, U64, U128, U256};
 use lockstep_executor::{
@@ -28,6 +33,8 @@ pub enum SnapshotError {
     Json { path: String, message: String },
     #[error("{path}: transaction {index}: {message}")]
     Transaction { path: String, index: usize, message: String },
+    #[error("{path}: cannot write: {message}")]
+    Write { path: String, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,4 +244,56 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
         path: path.display().to_string(),
         message: e.to_string(),
     })
+}
+
+/// A pre-state account as the snapshot files hold it: keys in alphabetical order, `code` only
+/// for accounts that have code, storage keys sorted as text.
+#[derive(Serialize)]
+struct WrittenAccount<'a> {
+    balance: U256,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a Bytes>,
+    nonce: u64,
+    storage: BTreeMap<String, U256>,
+}
+
+/// Writes a `pre_state.json` laid out as the shipped ones.
+pub fn write_pre_state(
+    path: &Path,
+    pre: &BTreeMap<Address, PreAccount>,
+) -> Result<(), SnapshotError> {
+    let accounts: BTreeMap<String, WrittenAccount<'_>> = pre
+        .iter()
+        .map(|(address, a)| {
+            let account = WrittenAccount {
+                balance: a.balance,
+                code: a.code.as_ref().filter(|code| !code.is_empty()),
+                nonce: a.nonce,
+                storage: a
+                    .storage
+                    .iter()
+                    .map(|(slot, value)| (format!("{slot:#x}"), *value))
+                    .collect(),
+            };
+            (format!("{address:#x}"), account)
+        })
+        .collect();
+    write_json(path, &accounts)
+}
+
+/// Writes a `block_hashes.json` laid out as the shipped one.
+pub fn write_block_hashes(path: &Path, hashes: &BTreeMap<u64, B256>) -> Result<(), SnapshotError> {
+    write_json(path, hashes)
+}
+
+/// Writes JSON as the shipped snapshot files are: one-space indent, no final newline.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SnapshotError> {
+    let error =
+        |message: String| SnapshotError::Write { path: path.display().to_string(), message };
+    let mut bytes = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    value
+        .serialize(&mut serde_json::Serializer::with_formatter(&mut bytes, formatter))
+        .map_err(|e| error(e.to_string()))?;
+    std::fs::write(path, bytes).map_err(|e| error(e.to_string()))
 }

@@ -233,6 +233,15 @@ fn diagnose(snapshot: &Snapshot, store: &InMemoryStorage, mismatch: String) -> S
     )
 }
 
+/// Runs a snapshot once, sequentially in memory, and checks it against its header: whether the
+/// receipts root was checked, or the mismatch, naming what the pre-state lacks if it does.
+pub fn check(snapshot: &Snapshot) -> Result<bool, String> {
+    let store = InMemoryStorage::from_diff(&snapshot.state);
+    let outcome =
+        sequential::execute(&store, &snapshot.block).map_err(|e| format!("sequential: {e}"))?;
+    check_header(snapshot, &outcome).map_err(|mismatch| diagnose(snapshot, &store, mismatch))
+}
+
 /// Runs one snapshot on one store: `runs` alternating sequential and parallel runs.
 pub fn replay_on<S: Storage>(
     snapshot: &Snapshot,

@@ -38,7 +38,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Replay the mainnet block snapshots on both paths and both stores (release build).
+    /// Replay the mainnet block snapshots on both paths and both stores (release build), or
+    /// capture new ones from a JSON-RPC node: `capture --rpc URL --block N... [--out DIR]`.
     /// Extra arguments go to `lockstep-snapshots` (see `--help` there): DIR|ARCHIVE,
     /// --block N..., --storage, --threads, --runs, --json, --plot.
     Snapshots {
