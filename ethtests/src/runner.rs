@@ -49,6 +49,10 @@ impl Shard {
 pub fn collect_files(roots: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for root in roots {
+        if root.is_file() && root.extension().is_some_and(|e| e == "json") {
+            files.push(root.clone());
+            continue;
+        }
         for dir in fixtures::materialize_all(root).map_err(|e| e.to_string())? {
             files.extend(fixtures::json_files(&dir));
         }

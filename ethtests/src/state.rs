@@ -120,22 +120,25 @@ fn block_for(unit: &TestUnit, spec: SpecId, transactions: Vec<TxEnv>) -> Block {
     }
 }
 
-/// Runs `block` on a fresh store of the given kind: sequential, parallel, and the post-state
-/// root after committing the sequential outcome.
+/// Runs `block` on a fresh store of the given kind: sequentially once, then in parallel with
+/// each of `configs`, every parallel outcome checked against the sequential one; returns the
+/// sequential outcome and the post-state root after committing it.
 fn run_on<S: Storage>(
     mut store: S,
     block: &Block,
-    config: &ParallelConfig,
+    configs: &[ParallelConfig],
     paths: &mut Paths,
 ) -> Result<(BlockOutcome, B256), String> {
     let start = Instant::now();
     let seq = sequential::execute(&store, block).map_err(|e| format!("sequential: {e}"))?;
     paths.sequential += start.elapsed();
-    let start = Instant::now();
-    let par = parallel::execute(&store, block, config).map_err(|e| format!("parallel: {e}"))?;
-    paths.parallel += start.elapsed();
-    if let Some(d) = seq.first_difference(&par) {
-        return Err(format!("sequential != parallel: {d}"));
+    for config in configs {
+        let start = Instant::now();
+        let par = parallel::execute(&store, block, config).map_err(|e| format!("parallel: {e}"))?;
+        paths.parallel += start.elapsed();
+        if let Some(d) = seq.first_difference(&par) {
+            return Err(format!("sequential != parallel ({} threads): {d}", config.threads));
+        }
     }
     store.commit(&seq.diff).map_err(|e| e.to_string())?;
     if seq.txs.iter().any(|tx| tx.result.is_err()) {
@@ -162,32 +165,34 @@ fn touch_coinbase<S: Storage>(
     Ok(())
 }
 
+/// [`run_on`] on each store the options name; the stores must agree.
 fn run_everywhere(
     pre: &StateDiff,
     block: &Block,
     options: &RunOptions,
+    threads: &[usize],
     paths: &mut Paths,
-) -> Result<Vec<(BlockOutcome, B256)>, String> {
-    let config = ParallelConfig::always_parallel(options.threads.max(1));
-    let mut runs = Vec::new();
+) -> Result<(BlockOutcome, B256), String> {
+    let configs: Vec<_> = threads.iter().map(|&n| ParallelConfig::always_parallel(n)).collect();
+    let mut memory = None;
     if options.storage.memory() {
-        runs.push(run_on(InMemoryStorage::from_diff(pre), block, &config, paths)?);
+        memory = Some(run_on(InMemoryStorage::from_diff(pre), block, &configs, paths)?);
     }
-    if options.storage.mdbx() {
-        let dir = tempfile::tempdir().map_err(|e| format!("temporary store: {e}"))?;
-        let store = MdbxStorage::create(dir.path(), pre).map_err(|e| e.to_string())?;
-        let run = run_on(store, block, &config, paths)?;
-        if let Some((first, root)) = runs.first() {
-            if let Some(d) = first.first_difference(&run.0) {
-                return Err(format!("memory != mdbx: {d}"));
-            }
-            if *root != run.1 {
-                return Err(format!("state root: memory {root} != mdbx {}", run.1));
-            }
+    if !options.storage.mdbx() {
+        return memory.ok_or_else(|| "no store selected".into());
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary store: {e}"))?;
+    let store = MdbxStorage::create(dir.path(), pre).map_err(|e| e.to_string())?;
+    let run = run_on(store, block, &configs, paths)?;
+    if let Some((first, root)) = &memory {
+        if let Some(d) = first.first_difference(&run.0) {
+            return Err(format!("memory != mdbx: {d}"));
         }
-        runs.push(run);
+        if *root != run.1 {
+            return Err(format!("state root: memory {root} != mdbx {}", run.1));
+        }
     }
-    Ok(runs)
+    Ok(run)
 }
 
 /// Checks one post vector against the fixture.
@@ -205,8 +210,7 @@ fn check_vector(
     };
     let block = block_for(unit, spec, vec![tx]);
     let pre = pre_state(&pre_alloc(unit), block.number);
-    let runs = run_everywhere(&pre, &block, options, paths)?;
-    let (outcome, root) = &runs[0];
+    let (outcome, root) = run_everywhere(&pre, &block, options, &[options.threads.max(1)], paths)?;
     let tx = &outcome.txs[0];
     match (&test.expect_exception, &tx.result) {
         (Some(expected), Ok(result)) => {
@@ -215,7 +219,7 @@ fn check_vector(
         (None, Err(invalid)) => return Err(format!("unexpected invalid transaction: {invalid}")),
         _ => {}
     }
-    if *root != test.hash {
+    if root != test.hash {
         return Err(format!("state root: expected {}, got {root}", test.hash));
     }
     let logs = tx.result.as_ref().map(|r| r.logs().to_vec()).unwrap_or_default();
@@ -243,7 +247,7 @@ fn synthetic_sender(k: usize) -> Address {
 }
 
 /// All vectors of one test and fork as one block, each transaction from its own copy of the
-/// sender, executed sequentially and in parallel at 2 and more threads.
+/// sender, executed sequentially and in parallel at 2 (or `--threads`) and twice as many threads.
 fn check_block(
     unit: &TestUnit,
     spec: SpecId,
@@ -262,10 +266,8 @@ fn check_block(
     }
     let block = block_for(unit, spec, txs);
     let pre = pre_state(&alloc, block.number);
-    for threads in [options.threads.max(2), 4] {
-        run_everywhere(&pre, &block, &RunOptions { threads, ..options.clone() }, paths)?;
-    }
-    Ok(())
+    let threads = [options.threads.max(2), options.threads.max(2) * 2];
+    run_everywhere(&pre, &block, options, &threads, paths).map(drop)
 }
 
 pub(crate) fn catch<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {

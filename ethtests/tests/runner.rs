@@ -160,3 +160,13 @@ fn skips_are_reported_as_skipped() {
     let results = runner::run(std::slice::from_ref(init), &options(), false);
     assert!(results.iter().all(|r| matches!(r.outcome, Outcome::Skipped(_))), "{results:?}");
 }
+
+#[test]
+fn single_files_and_folders_can_be_named() {
+    let dir = general_state_tests().join("stExample");
+    let file = dir.join("add11.json");
+    assert_eq!(runner::collect_files(std::slice::from_ref(&file)).unwrap(), vec![file.clone()]);
+    let both = runner::collect_files(&[dir.clone(), file.clone()]).unwrap();
+    assert_eq!(both, runner::collect_files(&[dir]).unwrap(), "a file named twice runs once");
+    assert!(both.contains(&file));
+}

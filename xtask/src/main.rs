@@ -31,9 +31,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the Ethereum state tests through both executor paths (release build). Extra
-    /// arguments go to `lockstep-ethtests` (see `--help` there): paths, --fork, --filter,
-    /// --storage, --threads, --shard I/N, --json, --junit, --keep-going.
+    /// Run the Ethereum state and blockchain tests through both executor paths (release
+    /// build). Extra arguments go to `lockstep-ethtests` (see `--help` there): paths, --fork,
+    /// --filter, --storage, --threads, --shard I/N, --json, --junit, --keep-going, --fetch.
     Ethtests {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

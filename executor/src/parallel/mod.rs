@@ -245,6 +245,7 @@ impl<'a> Run<'a> {
         let mut vm = Vm::new(self.shared, Base { reader, pre_block });
         let mut chaos = self.config.chaos.map(|seed| Chaos::new(seed, worker));
         let mut task: Option<Task> = None;
+        let mut idle = 0u32;
         while !self.scheduler.is_done() {
             if let Some(chaos) = &mut chaos {
                 chaos.delay();
@@ -260,9 +261,12 @@ impl<'a> Run<'a> {
                 None => {
                     let prefer_execution = chaos.as_mut().is_some_and(Chaos::prefer_execution);
                     match self.scheduler.next_task(prefer_execution) {
-                        Some(task) => Some(task),
+                        Some(task) => {
+                            idle = 0;
+                            Some(task)
+                        }
                         None => {
-                            std::hint::spin_loop();
+                            idle_wait(&mut idle);
                             None
                         }
                     }
@@ -456,4 +460,15 @@ fn outcomes(
     });
     built.reverse();
     built.into_iter().flatten().collect()
+}
+
+/// Waiting for work: spin briefly (a task usually appears within microseconds), then yield
+/// the core so that a worker never starves other threads of an oversubscribed machine.
+fn idle_wait(idle: &mut u32) {
+    *idle += 1;
+    if *idle < 128 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
 }
