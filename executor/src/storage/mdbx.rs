@@ -8,8 +8,8 @@ use super::{AccountEntry, StateReader, Storage, StorageError};
 use crate::state::{Account, StateDiff};
 use alloy_primitives::{Address, B256, U256};
 use libmdbx::{
-    Database, DatabaseOptions, Mode, NoWriteMap, RO, ReadWriteOptions, TableFlags, Transaction,
-    WriteFlags,
+    Database, DatabaseOptions, Mode, NoWriteMap, RO, ReadWriteOptions, Table, TableFlags,
+    Transaction, WriteFlags,
 };
 use revm::bytecode::Bytecode;
 use std::{
@@ -119,10 +119,20 @@ impl MdbxStorage {
     }
 }
 
+/// The tables a reader reads. MDBX table handles outlive the transaction that opens them;
+/// holding them spares every read a table lookup under the environment's lock.
+struct Tables<'a> {
+    accounts: Table<'a>,
+    storage: Table<'a>,
+    bytecodes: Table<'a>,
+    block_hashes: Table<'a>,
+}
+
 /// One thread's read transaction.
 pub struct MdbxReader<'a> {
     store: &'a MdbxStorage,
     txn: Transaction<'a, RO, NoWriteMap>,
+    tables: Tables<'a>,
     /// Analysed code, so a contract is not re-analysed on every call.
     codes: RefCell<HashMap<B256, Bytecode>>,
 }
@@ -133,10 +143,10 @@ impl std::fmt::Debug for MdbxReader<'_> {
     }
 }
 
-impl MdbxReader<'_> {
-    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let handle = self.txn.open_table(Some(table)).map_err(|e| self.store.err(e))?;
-        self.txn.get::<Vec<u8>>(&handle, key).map_err(|e| self.store.err(e))
+impl<'a> MdbxReader<'a> {
+    /// The value at `key`, borrowed from the memory map.
+    fn get(&self, table: &Table<'a>, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StorageError> {
+        self.txn.get::<Cow<'_, [u8]>>(table, key).map_err(|e| self.store.err(e))
     }
 }
 
@@ -183,7 +193,7 @@ fn slot_key(address: &Address, slot: &U256) -> [u8; 52] {
 
 impl StateReader for MdbxReader<'_> {
     fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
-        self.get(ACCOUNTS, address.as_slice())?
+        self.get(&self.tables.accounts, address.as_slice())?
             .map(|raw| decode_account(address.as_slice(), &raw))
             .transpose()
     }
@@ -192,15 +202,17 @@ impl StateReader for MdbxReader<'_> {
         if let Some(code) = self.codes.borrow().get(&code_hash) {
             return Ok(Some(code.clone()));
         }
-        let Some(raw) = self.get(BYTECODES, code_hash.as_slice())? else { return Ok(None) };
-        let code = crate::state::bytecode(&raw.into());
+        let Some(raw) = self.get(&self.tables.bytecodes, code_hash.as_slice())? else {
+            return Ok(None);
+        };
+        let code = crate::state::bytecode(&raw.into_owned().into());
         self.codes.borrow_mut().insert(code_hash, code.clone());
         Ok(Some(code))
     }
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
         let key = slot_key(&address, &slot);
-        match self.get(STORAGE, &key)? {
+        match self.get(&self.tables.storage, &key)? {
             Some(raw) => decode_word(STORAGE, &key, &raw),
             None => Ok(U256::ZERO),
         }
@@ -208,7 +220,7 @@ impl StateReader for MdbxReader<'_> {
 
     fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {
         let key = number.to_be_bytes();
-        match self.get(BLOCK_HASHES, &key)? {
+        match self.get(&self.tables.block_hashes, &key)? {
             Some(raw) if raw.len() == 32 => Ok(Some(B256::from_slice(&raw))),
             Some(raw) => {
                 Err(corrupt(BLOCK_HASHES, &key, &format!("{} bytes, expected 32", raw.len())))
@@ -218,12 +230,32 @@ impl StateReader for MdbxReader<'_> {
     }
 }
 
+impl MdbxStorage {
+    /// Opens the read tables in a short transaction whose commit rebinds their handles to the
+    /// environment (in the order they were primed).
+    fn tables(&self) -> Result<Tables<'_>, StorageError> {
+        let err = |e| self.err(e);
+        let txn = self.db.begin_ro_txn().map_err(err)?;
+        for name in [ACCOUNTS, STORAGE, BYTECODES, BLOCK_HASHES] {
+            txn.prime_for_permaopen(txn.open_table(Some(name)).map_err(err)?);
+        }
+        let (_, rebound) = txn.commit_and_rebind_open_dbs().map_err(err)?;
+        let Ok([accounts, storage, bytecodes, block_hashes]) = <[Table<'_>; 4]>::try_from(rebound)
+        else {
+            let message = "the four read tables were not all rebound".into();
+            return Err(StorageError::Mdbx { path: self.path.clone(), message });
+        };
+        Ok(Tables { accounts, storage, bytecodes, block_hashes })
+    }
+}
+
 impl Storage for MdbxStorage {
     type Reader<'a> = MdbxReader<'a>;
 
     fn reader(&self) -> Result<Self::Reader<'_>, StorageError> {
+        let tables = self.tables()?;
         let txn = self.db.begin_ro_txn().map_err(|e| self.err(e))?;
-        Ok(MdbxReader { store: self, txn, codes: RefCell::default() })
+        Ok(MdbxReader { store: self, txn, tables, codes: RefCell::default() })
     }
 
     fn commit(&mut self, diff: &StateDiff) -> Result<(), StorageError> {
