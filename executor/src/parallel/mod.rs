@@ -19,7 +19,7 @@ use crate::{
     error::ExecutionError,
     outcome::{BlockOutcome, ExecutionStats, TxOutcome},
     sequential,
-    state::{self, Account, AccountDiff},
+    state::{self, Account, AccountDiff, StateDiff},
     storage::{StateReader, Storage},
 };
 use alloy_primitives::{Address, map::AddressMap};
@@ -132,30 +132,22 @@ pub fn execute<S: Storage + ?Sized>(
         suspensions: collect(&run.scheduler, txs, |c| &c.suspensions),
         sequential: false,
     };
-    let outputs: Vec<TxOutput> = run
-        .slots
-        .into_iter()
-        .map(|s| {
-            s.0.output
-                .into_inner()
-                .expect("output lock poisoned")
-                .expect("every transaction executed")
-        })
-        .collect();
+    // The outputs stay in their slots: moving them out would copy every one once more.
+    let mut slots = run.slots;
     let base = Base { reader: storage.reader()?, pre_block: &pre_block };
+    let outputs: Vec<&TxOutput> = slots.iter_mut().map(|s| &*s.0.output_mut()).collect();
     let resolved = resolve_credits(block, &outputs, &base)?;
-    let txs = outcomes(block, outputs, resolved, config.threads.get());
-    let post_block = if effects::has_post_block(block) {
+    let threads = config.threads.get();
+    let txs = outcomes(block, &mut slots, resolved, threads);
+    let mut outcome = sequential::assemble(pre_block, txs, StateDiff::default(), stats, threads);
+    if effects::has_post_block(block) {
+        // The block-level effects see the state after every transaction: the merged diff.
         let mut state = BlockState::new(storage.reader()?, parent);
-        state.apply(&pre_block);
-        for tx in &txs {
-            state.apply(&tx.changes);
-        }
-        effects::post_block(block, &mut state)?
-    } else {
-        Default::default()
-    };
-    Ok(sequential::assemble(pre_block, txs, post_block, stats))
+        state.apply(&outcome.diff);
+        outcome.post_block = effects::post_block(block, &mut state)?;
+        outcome.diff.merge(&outcome.post_block);
+    }
+    Ok(outcome)
 }
 
 /// Gas limits of the transactions that run code (calldata or contract creation): the part of
@@ -196,6 +188,12 @@ struct TxSlot {
 impl TxSlot {
     fn output(&self) -> std::sync::MutexGuard<'_, Option<TxOutput>> {
         self.output.lock().expect("output lock poisoned")
+    }
+
+    /// The final output, once the workers are gone.
+    fn output_mut(&mut self) -> &mut TxOutput {
+        let output = self.output.get_mut().expect("output lock poisoned");
+        output.as_mut().expect("every transaction executed")
     }
 }
 
@@ -380,7 +378,7 @@ struct Resolved {
 /// Only credited accounts are followed, so this pass stays cheap.
 fn resolve_credits<R: StateReader>(
     block: &Block,
-    outputs: &[TxOutput],
+    outputs: &[&TxOutput],
     base: &Base<'_, R>,
 ) -> Result<Vec<Resolved>, ExecutionError> {
     let credited_accounts: alloy_primitives::map::AddressSet =
@@ -413,15 +411,17 @@ fn resolve_credits<R: StateReader>(
     Ok(resolved)
 }
 
-/// Builds the outcomes from outputs and resolved credits, a contiguous range per thread.
+/// Builds the outcomes from the slots' outputs and the resolved credits, a contiguous range
+/// per thread.
 fn outcomes(
     block: &Block,
-    outputs: Vec<TxOutput>,
-    resolved: Vec<Resolved>,
+    slots: &mut [CachePadded<TxSlot>],
+    mut resolved: Vec<Resolved>,
     threads: usize,
 ) -> Vec<TxOutcome> {
-    let build = |index: usize, output: TxOutput, resolved: Resolved| {
-        let TxOutput { result, mut changes, .. } = output;
+    let build = |index: usize, slot: &mut CachePadded<TxSlot>, resolved: Resolved| {
+        let output = slot.0.output.get_mut().expect("output lock poisoned").take();
+        let TxOutput { result, mut changes, .. } = output.expect("every transaction executed");
         for (address, change) in resolved.credited {
             changes.accounts.insert(address, change);
         }
@@ -432,34 +432,30 @@ fn outcomes(
         }
     };
     // Spawning helpers costs more than building a few thousand outcomes.
-    let threads = if outputs.len() < 4096 { 1 } else { threads.max(1) };
-    let chunk = outputs.len().div_ceil(threads).max(1);
-    let mut outputs = outputs;
-    let mut resolved = resolved;
+    let threads = if slots.len() < 4096 { 1 } else { threads.max(1) };
+    let chunk = slots.len().div_ceil(threads).max(1);
     let mut parts = Vec::new();
-    while outputs.len() > chunk {
-        let start = outputs.len() - chunk;
-        parts.push((start, outputs.split_off(start), resolved.split_off(start)));
+    for (i, slots) in slots.chunks_mut(chunk).enumerate().rev() {
+        parts.push((i * chunk, slots, resolved.split_off(i * chunk)));
     }
-    parts.push((0, outputs, resolved));
-    let mut built: Vec<Vec<TxOutcome>> = std::thread::scope(|scope| {
+    let built: Vec<Vec<TxOutcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|(start, outputs, resolved)| {
+            .rev()
+            .map(|(start, slots, resolved)| {
                 scope.spawn(move || {
-                    outputs
-                        .into_iter()
-                        .zip(resolved)
-                        .enumerate()
-                        .map(|(i, (o, r))| build(start + i, o, r))
-                        .collect()
+                    let pairs = slots.iter_mut().zip(resolved).enumerate();
+                    pairs.map(|(i, (slot, r))| build(start + i, slot, r)).collect()
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("outcome builder panicked")).collect()
     });
-    built.reverse();
-    built.into_iter().flatten().collect()
+    let mut txs = Vec::with_capacity(slots.len());
+    for part in built {
+        txs.extend(part);
+    }
+    txs
 }
 
 /// Waiting for work: spin briefly (a task usually appears within microseconds), then yield
