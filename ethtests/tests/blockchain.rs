@@ -165,3 +165,17 @@ fn bad_input_fails_its_case_with_a_clear_message() {
         matches!(&results[..], [r] if matches!(&r.outcome, Outcome::Failed(m) if m.contains("malformed blockchain test JSON")))
     );
 }
+
+#[test]
+fn a_wrong_execution_result_must_be_the_expected_one() {
+    // A state root mismatch is what an executor bug looks like: it must not pass for a fixture
+    // that expects some other header error.
+    let (path, mut json) = fixture("InvalidBlocks/bcInvalidHeaderTest/wrongStateRoot.json");
+    let test = test_of(&mut json);
+    let blocks = test["blocks"].as_array_mut().unwrap();
+    let block = blocks.iter_mut().find(|b| b.get("expectException").is_some()).unwrap();
+    assert_eq!(block["expectException"], "BlockException.INVALID_STATE_ROOT");
+    block["expectException"] = "BlockException.INVALID_GASLIMIT".into();
+    let reason = failure(&path, &json);
+    assert!(reason.contains("rejected for another reason: state root"), "{reason}");
+}

@@ -67,7 +67,11 @@ pub fn post_block<R: StateReader>(
         let miner = reward + reward / 32 * ommers;
         diff.merge(&state.add_balance(block.beneficiary, U256::from(miner), spec)?);
         for ommer in &block.ommers {
-            let share = (8 + u128::from(ommer.number) - u128::from(block.number)) * reward / 8;
+            // Valid ommers are 1 to 6 generations old; an older one (an invalid block) earns
+            // nothing rather than underflowing.
+            let share = (8 + u128::from(ommer.number)).saturating_sub(u128::from(block.number))
+                * reward
+                / 8;
             diff.merge(&state.add_balance(ommer.beneficiary, U256::from(share), spec)?);
         }
     }
