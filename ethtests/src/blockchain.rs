@@ -29,6 +29,7 @@ use lockstep_executor::{
     sequential, state_root,
     tx::{sender, tx_env},
 };
+use rayon::prelude::*;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     time::Instant,
@@ -107,26 +108,29 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
             return vec![CaseResult::file_error(&file, message)];
         }
     };
-    let mut results = Vec::new();
-    for (name, test) in &tests {
-        if options.filter.as_ref().is_some_and(|re| !re.is_match(name))
-            || options.fork.as_ref().is_some_and(|f| !f.eq_ignore_ascii_case(&test.network))
-        {
-            continue;
-        }
-        let case = CaseResult::chain(&file, name, &test.network, test.blocks.len());
-        if let Some(why) = skip_reason(&file, name).or_else(|| network_skip(&test.network)) {
-            results.push(case.finish(Outcome::Skipped(why.into()), Paths::default()));
-            continue;
-        }
-        let mut paths = Paths::default();
-        let outcome = match catch(|| run_test(test, options, &mut paths)) {
-            Ok(()) => Outcome::Passed,
-            Err(e) => Outcome::Failed(e),
-        };
-        results.push(case.finish(outcome, paths));
-    }
-    results
+    let selected: Vec<(&String, &BlockchainTest)> = tests
+        .iter()
+        .filter(|(name, test)| {
+            options.filter.as_ref().is_none_or(|re| re.is_match(name))
+                && options.fork.as_ref().is_none_or(|f| f.eq_ignore_ascii_case(&test.network))
+        })
+        .collect();
+    // Tests run in parallel too, so one file of long chains is not one core's.
+    selected
+        .into_par_iter()
+        .map(|(name, test)| {
+            let case = CaseResult::chain(&file, name, &test.network, test.blocks.len());
+            if let Some(why) = skip_reason(&file, name).or_else(|| network_skip(&test.network)) {
+                return case.finish(Outcome::Skipped(why.into()), Paths::default());
+            }
+            let mut paths = Paths::default();
+            let outcome = match catch(|| run_test(test, options, &mut paths)) {
+                Ok(()) => Outcome::Passed,
+                Err(e) => Outcome::Failed(e),
+            };
+            case.finish(outcome, paths)
+        })
+        .collect()
 }
 
 /// Networks revm cannot run.

@@ -11,6 +11,7 @@ use lockstep_executor::{
     state::credited,
     state_root,
 };
+use rayon::prelude::*;
 use revm_statetest_types::{SpecName, Test, TestSuite, TestUnit};
 use std::time::Instant;
 
@@ -301,7 +302,8 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
             return vec![CaseResult::file_error(&file, format!("malformed state test JSON: {e}"))];
         }
     };
-    let mut results = Vec::new();
+    // Cases become jobs that run in parallel too, so one file of slow cases is not one core's.
+    let mut jobs: Vec<Job<'_>> = Vec::new();
     for (name, unit) in &suite.0 {
         if options.filter.as_ref().is_some_and(|re| !re.is_match(name)) {
             continue;
@@ -314,21 +316,41 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
             let case = |vector: Option<usize>| CaseResult::new(&file, name, &fork, vector);
             if *spec_name == SpecName::Unknown {
                 let known = "Frontier..Osaka as named by the fixtures";
-                results.push(case(None).finish(
-                    Outcome::Failed(format!("unknown fork name in `post` (expected {known})")),
-                    Paths::default(),
-                ));
+                let why = format!("unknown fork name in `post` (expected {known})");
+                jobs.push(Job::Done(case(None).finish(Outcome::Failed(why), Paths::default())));
                 continue;
             }
             if let Some(why) = fork_skip(spec_name).or_else(|| state_skip_reason(&file, name)) {
-                results.extend(tests.iter().enumerate().map(|(k, _)| {
-                    case(Some(k)).finish(Outcome::Skipped(why.into()), Paths::default())
+                jobs.extend(tests.iter().enumerate().map(|(k, _)| {
+                    Job::Done(case(Some(k)).finish(Outcome::Skipped(why.into()), Paths::default()))
                 }));
                 continue;
             }
             let spec = spec_name.to_spec_id();
             for (k, test) in tests.iter().enumerate() {
-                let mut paths = Paths::default();
+                jobs.push(Job::Vector { case: case(Some(k)), unit, spec, test });
+            }
+            if tests.len() >= 2 {
+                jobs.push(Job::Block { case: case(None), unit, spec, tests });
+            }
+        }
+    }
+    jobs.into_par_iter().map(|job| job.run(options)).collect()
+}
+
+/// One case of a state test file.
+enum Job<'a> {
+    Done(CaseResult),
+    Vector { case: CaseResult, unit: &'a TestUnit, spec: SpecId, test: &'a Test },
+    Block { case: CaseResult, unit: &'a TestUnit, spec: SpecId, tests: &'a [Test] },
+}
+
+impl Job<'_> {
+    fn run(self, options: &RunOptions) -> CaseResult {
+        let mut paths = Paths::default();
+        match self {
+            Job::Done(result) => result,
+            Job::Vector { case, unit, spec, test } => {
                 let outcome = match catch(|| check_vector(unit, spec, test, options, &mut paths)) {
                     Ok(()) => Outcome::Passed,
                     Err(e) => Outcome::Failed(format!(
@@ -336,17 +358,15 @@ pub fn run_file(path: &std::path::Path, text: &str, options: &RunOptions) -> Vec
                         test.indexes.data, test.indexes.gas, test.indexes.value
                     )),
                 };
-                results.push(case(Some(k)).finish(outcome, paths));
+                case.finish(outcome, paths)
             }
-            if tests.len() >= 2 {
-                let mut paths = Paths::default();
+            Job::Block { case, unit, spec, tests } => {
                 let outcome = match catch(|| check_block(unit, spec, tests, options, &mut paths)) {
                     Ok(()) => Outcome::Passed,
                     Err(e) => Outcome::Failed(format!("block of {} vectors: {e}", tests.len())),
                 };
-                results.push(case(None).finish(outcome, paths));
+                case.finish(outcome, paths)
             }
         }
     }
-    results
 }

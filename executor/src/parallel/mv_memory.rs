@@ -195,7 +195,8 @@ impl Versions {
     }
 }
 
-const SHARDS: usize = 256;
+/// At most this many shards; small blocks get fewer (allocating them is not free).
+const MAX_SHARDS: usize = 256;
 
 /// The multi-version store, sharded by location to keep lock contention low.
 pub(crate) struct MvMemory {
@@ -229,10 +230,11 @@ impl std::fmt::Debug for MvMemory {
 
 impl MvMemory {
     pub(crate) fn new(txs: usize, beneficiary: Address) -> Self {
+        let shards = (txs / 4).next_power_of_two().clamp(16, MAX_SHARDS);
         // About three written locations per transaction, spread over the shards.
-        let per_shard = 3 * txs / SHARDS + 4;
+        let per_shard = 3 * txs / shards + 4;
         Self {
-            shards: (0..SHARDS)
+            shards: (0..shards)
                 .map(|_| {
                     let map = LocationMap::with_capacity_and_hasher(per_shard, Default::default());
                     CachePadded(RwLock::new(map))
@@ -244,24 +246,24 @@ impl MvMemory {
         }
     }
 
-    fn shard_index(location: &Location) -> usize {
+    fn shard_index(&self, location: &Location) -> usize {
         // Middle bits pick the shard: the map inside uses the low bits for the bucket and
         // the top seven as tags, and sharing either across a shard would defeat it.
         let hash = BuildHasherDefault::<WordHasher>::default().hash_one(location);
-        (hash >> 32) as usize % SHARDS
+        (hash >> 32) as usize % self.shards.len()
     }
 
     /// A shard for reading: readers of a hot location (a token contract) do not exclude
     /// each other.
     fn shard(&self, location: &Location) -> std::sync::RwLockReadGuard<'_, LocationMap<Versions>> {
-        self.shards[Self::shard_index(location)].read().expect("mv memory lock poisoned")
+        self.shards[self.shard_index(location)].read().expect("mv memory lock poisoned")
     }
 
     fn shard_mut(
         &self,
         location: &Location,
     ) -> std::sync::RwLockWriteGuard<'_, LocationMap<Versions>> {
-        self.shards[Self::shard_index(location)].write().expect("mv memory lock poisoned")
+        self.shards[self.shard_index(location)].write().expect("mv memory lock poisoned")
     }
 
     /// Records the writes of `version`, replacing its previous incarnation's. Returns whether it

@@ -149,6 +149,9 @@ pub(crate) struct TxView<'a, R> {
     lazy_candidate: Option<Address>,
     lazy_engaged: bool,
     reads: Vec<Read>,
+    /// This incarnation's reads of storage wipes, by account: every slot read of an account
+    /// needs its wipe, which is read (and recorded for validation) once.
+    wipes: Vec<(Address, Option<TxIdx>)>,
 }
 
 impl<R: StateReader> TxView<'_, R> {
@@ -201,9 +204,16 @@ impl<R: StateReader> Database for TxView<'_, R> {
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, ViewError> {
         let found = self.read(Location::Storage(address, slot), ReadMode::Full)?;
-        let wipe = self.read(Location::Wipe(address), ReadMode::Full)?;
+        let wiped_at = match self.wipes.iter().find(|(a, _)| *a == address) {
+            Some((_, wiped_at)) => *wiped_at,
+            None => {
+                let wipe = self.read(Location::Wipe(address), ReadMode::Full)?;
+                let wiped_at = wipe.origin.base.map(|v| v.tx);
+                self.wipes.push((address, wiped_at));
+                wiped_at
+            }
+        };
         let written_at = found.origin.base.map(|v| v.tx);
-        let wiped_at = wipe.origin.base.map(|v| v.tx);
         match (found.write, wiped_at) {
             (Some(Write::Storage(value)), wiped) if wiped <= written_at => Ok(value),
             (_, Some(_)) => Ok(U256::ZERO),
@@ -273,6 +283,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
             lazy_candidate: None,
             lazy_engaged: false,
             reads: Vec::new(),
+            wipes: Vec::new(),
         };
         let evm = Context::mainnet()
             .with_db(view)
@@ -292,12 +303,15 @@ impl<'a, R: StateReader> Vm<'a, R> {
         view.lazy_candidate = shared.lazy_recipient_candidate(tx_env);
         view.lazy_engaged = false;
         view.reads.clear();
+        view.wipes.clear();
 
         self.evm.ctx.set_tx(tx_env.clone());
         let outcome = DeferredFee(PhantomData).run(&mut self.evm);
         let mut state = self.evm.finalize();
         let view = &mut self.evm.ctx.journaled_state.database;
-        let reads = std::mem::take(&mut view.reads);
+        // The next incarnation likely reads about as much: give it that capacity up front.
+        let capacity = view.reads.len().next_power_of_two();
+        let reads = std::mem::replace(&mut view.reads, Vec::with_capacity(capacity));
         let result = match outcome {
             Ok(result) => result,
             Err(EVMError::Transaction(invalid)) => {
