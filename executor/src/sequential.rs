@@ -109,6 +109,9 @@ pub(crate) fn merge_all(parts: &[&StateDiff], threads: usize) -> StateDiff {
         std::thread::scope(|scope| {
             let helpers: Vec<_> =
                 (1..threads).map(|p| scope.spawn(move || merge_range(parts, range(p)))).collect();
+            // Let the helpers start before this thread takes its own share (see
+            // `parallel::execute`).
+            std::thread::yield_now();
             let mut ranges = vec![merge_range(parts, range(0))];
             ranges.extend(helpers.into_iter().map(|h| h.join().expect("merge helper panicked")));
             ranges
