@@ -49,6 +49,11 @@ impl<K: Ord, V> SortedMap<K, V> {
     }
 
     /// Inserts, returning the previous value.
+    /// Makes room for `additional` more entries.
+    pub fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
+    }
+
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),

@@ -372,10 +372,12 @@ fn finish_in_order<R: StateReader>(
     Ok(())
 }
 
-/// What the credits of one transaction resolve to, and the block's gas up to it.
+/// What the credits of every transaction resolve to: the credited accounts' states, all in one
+/// vector (most transactions have one credit, the fee), and each transaction's share of it.
 struct Resolved {
     credited: Vec<(Address, AccountDiff)>,
-    cumulative_gas: u64,
+    /// Per transaction: the end of its entries in `credited`, and the block's gas up to it.
+    ends: Vec<(usize, u64)>,
 }
 
 /// Resolves credits in block order into the full account states sequential execution writes.
@@ -384,20 +386,19 @@ fn resolve_credits<R: StateReader>(
     block: &Block,
     outputs: &[&TxOutput],
     base: &Base<'_, R>,
-) -> Result<Vec<Resolved>, ExecutionError> {
+) -> Result<Resolved, ExecutionError> {
     let credited_accounts: alloy_primitives::map::AddressSet =
         outputs.iter().flat_map(|o| o.credits.iter().map(|(a, _)| *a)).collect();
     let mut current: AddressMap<Option<Account>> = AddressMap::default();
     current.reserve(credited_accounts.len());
     let mut cumulative_gas = 0;
-    let mut resolved = Vec::with_capacity(outputs.len());
+    let mut resolved = Resolved { credited: Vec::new(), ends: Vec::with_capacity(outputs.len()) };
     for output in outputs {
         for (address, change) in output.changes.accounts.iter() {
             if credited_accounts.contains(address) {
                 current.insert(*address, change.account);
             }
         }
-        let mut credited = Vec::new();
         for (address, amount) in &output.credits {
             let before = match current.get(address) {
                 Some(account) => *account,
@@ -406,11 +407,12 @@ fn resolve_credits<R: StateReader>(
             let after = state::credited(before, *amount, block.spec);
             current.insert(*address, after);
             if after != before {
-                credited.push((*address, AccountDiff { account: after, ..Default::default() }));
+                let change = AccountDiff { account: after, ..Default::default() };
+                resolved.credited.push((*address, change));
             }
         }
         cumulative_gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
-        resolved.push(Resolved { credited, cumulative_gas });
+        resolved.ends.push((resolved.credited.len(), cumulative_gas));
     }
     Ok(resolved)
 }
@@ -420,21 +422,25 @@ fn resolve_credits<R: StateReader>(
 fn outcomes(
     block: &Block,
     slots: &mut [CachePadded<TxSlot>],
-    resolved: Vec<Resolved>,
+    resolved: Resolved,
 ) -> Vec<TxOutcome> {
-    let build = |(index, (slot, resolved)): (usize, (&mut CachePadded<TxSlot>, Resolved))| {
+    let mut credited = resolved.credited.into_iter();
+    let mut start = 0;
+    let mut txs = Vec::with_capacity(slots.len());
+    for (index, (slot, (end, cumulative_gas))) in slots.iter_mut().zip(resolved.ends).enumerate() {
         let output = slot.0.output.get_mut().expect("output lock poisoned").take();
         let TxOutput { result, mut changes, .. } = output.expect("every transaction executed");
-        for (address, change) in resolved.credited {
+        for (address, change) in credited.by_ref().take(end - start) {
             changes.accounts.insert(address, change);
         }
+        start = end;
         let tx_type = block.transactions[index].tx_type;
-        match result {
-            Ok(result) => sequential::executed(tx_type, result, resolved.cumulative_gas, changes),
-            Err(invalid) => TxOutcome::invalid(invalid, tx_type, resolved.cumulative_gas),
-        }
-    };
-    slots.iter_mut().zip(resolved).enumerate().map(build).collect()
+        txs.push(match result {
+            Ok(result) => sequential::executed(tx_type, result, cumulative_gas, changes),
+            Err(invalid) => TxOutcome::invalid(invalid, tx_type, cumulative_gas),
+        });
+    }
+    txs
 }
 
 /// Waiting for work: spin briefly (a task usually appears within microseconds), then yield

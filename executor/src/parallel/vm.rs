@@ -368,6 +368,9 @@ impl<'a, R: StateReader> Vm<'a, R> {
             }
         }
         let writes = write_set(&changes, &accounts_changed, &credits, block.beneficiary);
+        // Resolved credits join these changes at the end: leave room for them now.
+        let mut changes = changes;
+        changes.accounts.reserve(credits.len());
         Ok(Attempt::Done(
             Box::new(TxOutput { result: Ok(result), changes, credits, reads }),
             writes,
