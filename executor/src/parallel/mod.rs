@@ -141,8 +141,8 @@ pub fn execute<S: Storage + ?Sized>(
     let base = Base { reader: storage.reader()?, pre_block: &pre_block };
     let outputs: Vec<&TxOutput> = slots.iter_mut().map(|s| &*s.0.output_mut()).collect();
     let resolved = resolve_credits(block, &outputs, &base)?;
-    let threads = config.threads.get();
     let txs = outcomes(block, &mut slots, resolved);
+    let threads = config.threads.get();
     let mut outcome = sequential::assemble(pre_block, txs, StateDiff::default(), stats, threads);
     if effects::has_post_block(block) {
         // The block-level effects see the state after every transaction: the merged diff.
