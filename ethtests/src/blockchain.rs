@@ -6,7 +6,8 @@
 //! timestamp, gas limit, extra data, base fee, blob gas, roots). Proof-of-work difficulty,
 //! seals and ommer ancestry are not checked (the fixtures use `NoProof`, and the sets here mark
 //! no pre-merge block invalid); ommers are held to at most two, 1 to 6 generations old.
-//! Prague's requests hash is not recomputed yet, so a block with wrong requests is accepted.
+//! Prague's requests hash must be present but is not recomputed yet, so a block with wrong
+//! requests is accepted.
 
 use crate::{
     network::Network,
@@ -331,6 +332,8 @@ fn check_header(
     let cancun = spec.is_enabled_in(SpecId::CANCUN);
     expect("blob gas used present", h.blob_gas_used.is_some(), cancun)?;
     expect("parent beacon block root present", h.parent_beacon_block_root.is_some(), cancun)?;
+    let prague = spec.is_enabled_in(SpecId::PRAGUE);
+    expect("requests hash present", h.requests_hash.is_some(), prague)?;
     if cancun {
         let params = blob_params(spec);
         let excess = if parent_spec.is_enabled_in(SpecId::CANCUN) {
