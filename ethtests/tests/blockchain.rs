@@ -65,6 +65,12 @@ fn test_of(json: &mut Value) -> &mut Value {
     json.as_object_mut().unwrap().values_mut().next().unwrap()
 }
 
+/// The first block of the fixture's test that is marked invalid, with its index.
+fn invalid_block(json: &mut Value) -> (usize, &mut Value) {
+    let blocks = test_of(json)["blocks"].as_array_mut().unwrap();
+    blocks.iter_mut().enumerate().find(|(_, b)| b.get("expectException").is_some()).unwrap()
+}
+
 /// The single case's failure message after running `json` as the file at `path`.
 fn failure(path: &Path, json: &Value) -> String {
     let results = run_file(path, &json.to_string(), &options());
@@ -103,10 +109,8 @@ fn a_wrong_receipts_root_rejects_the_block() {
 #[test]
 fn an_invalid_block_must_be_rejected() {
     let (path, mut json) = fixture("InvalidBlocks/bcInvalidHeaderTest/wrongStateRoot.json");
-    let test = test_of(&mut json);
-    let blocks = test["blocks"].as_array_mut().unwrap();
-    let index = blocks.iter().position(|b| b.get("expectException").is_some()).unwrap();
-    blocks[index].as_object_mut().unwrap().remove("expectException");
+    let (index, block) = invalid_block(&mut json);
+    block.as_object_mut().unwrap().remove("expectException");
     let reason = failure(&path, &json);
     assert!(reason.contains(&format!("block {index}: rejected: state root")), "{reason}");
 }
@@ -122,9 +126,7 @@ fn a_valid_block_marked_invalid_fails() {
 #[test]
 fn a_rejection_for_another_reason_fails() {
     let (path, mut json) = fixture("InvalidBlocks/bcInvalidHeaderTest/wrongStateRoot.json");
-    let test = test_of(&mut json);
-    let blocks = test["blocks"].as_array_mut().unwrap();
-    let block = blocks.iter_mut().find(|b| b.get("expectException").is_some()).unwrap();
+    let (_, block) = invalid_block(&mut json);
     block["expectException"] = "TransactionException.NONCE_MISMATCH_TOO_LOW".into();
     let reason = failure(&path, &json);
     assert!(reason.contains("rejected for another reason: state root"), "{reason}");
@@ -171,9 +173,7 @@ fn a_wrong_execution_result_must_be_the_expected_one() {
     // A state root mismatch is what an executor bug looks like: it must not pass for a fixture
     // that expects some other header error.
     let (path, mut json) = fixture("InvalidBlocks/bcInvalidHeaderTest/wrongStateRoot.json");
-    let test = test_of(&mut json);
-    let blocks = test["blocks"].as_array_mut().unwrap();
-    let block = blocks.iter_mut().find(|b| b.get("expectException").is_some()).unwrap();
+    let (_, block) = invalid_block(&mut json);
     assert_eq!(block["expectException"], "BlockException.INVALID_STATE_ROOT");
     block["expectException"] = "BlockException.INVALID_GASLIMIT".into();
     let reason = failure(&path, &json);
