@@ -2,6 +2,7 @@
 //! changes so far, with reads cached. It is the `revm::Database` of the sequential path.
 
 use crate::{
+    sorted_map::SortedMap,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
 };
@@ -16,18 +17,36 @@ use revm::{
     state::{AccountInfo, EvmState},
 };
 
+/// A value as the block sees it: read from the store, or written by the block.
+#[derive(Clone, Copy, Debug)]
+struct Cached<T> {
+    value: T,
+    written: bool,
+}
+
+impl<T> Cached<T> {
+    fn read(value: T) -> Self {
+        Self { value, written: false }
+    }
+
+    fn written(value: T) -> Self {
+        Self { value, written: true }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slots {
     /// The account's stored slots were wiped in this block: the store is not consulted.
     cleared: bool,
-    values: HashMap<U256, U256>,
+    values: HashMap<U256, Cached<U256>>,
 }
 
-/// A reader with the block's changes layered on top.
+/// A reader with the block's changes layered on top. It knows what the block wrote, so the
+/// block's diff comes from it directly instead of from merging every transaction's.
 #[derive(Debug)]
 pub struct BlockState<R> {
     reader: R,
-    accounts: HashMap<Address, Option<Account>>,
+    accounts: HashMap<Address, Cached<Option<Account>>>,
     slots: HashMap<Address, Slots>,
     codes: HashMap<B256, Bytecode>,
     /// (number, hash) of the parent block, when the block knows it.
@@ -36,9 +55,15 @@ pub struct BlockState<R> {
 
 impl<R: StateReader> BlockState<R> {
     pub fn new(reader: R, parent: Option<(u64, B256)>) -> Self {
+        Self::with_capacity(reader, parent, 0)
+    }
+
+    /// Room for the accounts of about `txs` transactions, so the cache does not grow by
+    /// rehashing while the block runs.
+    pub fn with_capacity(reader: R, parent: Option<(u64, B256)>, txs: usize) -> Self {
         Self {
             reader,
-            accounts: HashMap::default(),
+            accounts: HashMap::with_capacity_and_hasher(2 * txs, Default::default()),
             slots: HashMap::default(),
             codes: HashMap::default(),
             parent,
@@ -48,15 +73,40 @@ impl<R: StateReader> BlockState<R> {
     /// The current account at `address`.
     pub fn account(&mut self, address: Address) -> Result<Option<Account>, StorageError> {
         match self.accounts.entry(address) {
-            Entry::Occupied(entry) => Ok(*entry.get()),
-            Entry::Vacant(entry) => Ok(*entry.insert(self.reader.account(address)?)),
+            Entry::Occupied(entry) => Ok(entry.get().value),
+            Entry::Vacant(entry) => {
+                Ok(entry.insert(Cached::read(self.reader.account(address)?)).value)
+            }
         }
+    }
+
+    /// Every account the block changed, as one diff of the block so far: the last value of
+    /// each account and the slots written since its last wipe. Codes and block hashes are not
+    /// tracked here.
+    pub fn changes(&self) -> SortedMap<Address, AccountDiff> {
+        // Sort small references, then build the (large) diffs in order.
+        let mut written: Vec<(&Address, &Cached<Option<Account>>)> =
+            self.accounts.iter().filter(|(_, account)| account.written).collect();
+        written.sort_unstable_by_key(|(address, _)| **address);
+        let diffs = written.into_iter().map(|(address, account)| {
+            let slots = self.slots.get(address);
+            let storage = slots
+                .into_iter()
+                .flat_map(|s| s.values.iter())
+                .filter(|(_, slot)| slot.written)
+                .map(|(slot, value)| (*slot, value.value))
+                .collect();
+            let storage_cleared = slots.is_some_and(|s| s.cleared);
+            (*address, AccountDiff { account: account.value, storage_cleared, storage })
+        });
+        SortedMap::from_sorted(diffs.collect())
     }
 
     /// Applies a change set (already expressed as a diff) to the current state.
     pub fn apply(&mut self, diff: &StateDiff) {
         for (address, change) in &diff.accounts {
-            self.accounts.insert(*address, change.account);
+            // Every change names its account, so `written` on the account covers its slots.
+            self.accounts.insert(*address, Cached::written(change.account));
             if !change.storage_cleared && change.storage.is_empty() {
                 continue;
             }
@@ -65,7 +115,7 @@ impl<R: StateReader> BlockState<R> {
                 slots.cleared = true;
                 slots.values.clear();
             }
-            slots.values.extend(change.storage.iter().map(|(k, v)| (*k, *v)));
+            slots.values.extend(change.storage.iter().map(|(k, v)| (*k, Cached::written(*v))));
         }
         for (hash, code) in &diff.codes {
             self.codes.entry(*hash).or_insert_with(|| crate::state::bytecode(code));
@@ -76,11 +126,13 @@ impl<R: StateReader> BlockState<R> {
     pub fn commit_evm_state(&mut self, state: EvmState, spec: SpecId) -> StateDiff {
         let diff = evm_state_diff(&state, spec);
         // Keep revm's analysed code so it is not analysed again.
-        for account in state.into_values() {
-            if let Some(code) = account.info.code
-                && diff.codes.contains_key(&account.info.code_hash)
-            {
-                self.codes.entry(account.info.code_hash).or_insert(code);
+        if !diff.codes.is_empty() {
+            for account in state.into_values() {
+                if let Some(code) = account.info.code
+                    && diff.codes.contains_key(&account.info.code_hash)
+                {
+                    self.codes.entry(account.info.code_hash).or_insert(code);
+                }
             }
         }
         self.apply(&diff);
@@ -119,6 +171,7 @@ pub(crate) fn evm_state_changes(
     mut account_changed: impl FnMut(Address),
 ) -> StateDiff {
     let mut diff = StateDiff::default();
+    let mut accounts = Vec::with_capacity(state.len());
     for (address, account) in state {
         if !account.is_touched() {
             continue;
@@ -140,17 +193,21 @@ pub(crate) fn evm_state_changes(
             }
         });
         let storage_cleared = account.is_selfdestructed() || account.is_created();
-        let storage: std::collections::BTreeMap<U256, U256> = if removed {
+        let storage = if removed {
             Default::default()
         } else if storage_cleared {
-            account
-                .storage
-                .iter()
-                .filter(|(_, s)| !s.present_value.is_zero())
-                .map(|(k, s)| (*k, s.present_value))
-                .collect()
+            SortedMap::from_distinct(
+                account
+                    .storage
+                    .iter()
+                    .filter(|(_, s)| !s.present_value.is_zero())
+                    .map(|(k, s)| (*k, s.present_value))
+                    .collect(),
+            )
         } else {
-            account.changed_storage_slots().map(|(k, s)| (*k, s.present_value)).collect()
+            SortedMap::from_distinct(
+                account.changed_storage_slots().map(|(k, s)| (*k, s.present_value)).collect(),
+            )
         };
         // A wipe is a change if the account existed before or exists after; an account created
         // and destroyed within the transaction leaves no trace.
@@ -170,8 +227,9 @@ pub(crate) fn evm_state_changes(
         {
             diff.codes.insert(after.code_hash, code.original_bytes());
         }
-        diff.accounts.insert(*address, AccountDiff { account: after, storage_cleared, storage });
+        accounts.push((*address, AccountDiff { account: after, storage_cleared, storage }));
     }
+    diff.accounts = SortedMap::from_distinct(accounts);
     diff
 }
 
@@ -208,13 +266,13 @@ impl<R: StateReader> Database for BlockState<R> {
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StorageError> {
         let slots = self.slots.entry(address).or_default();
         if let Some(value) = slots.values.get(&slot) {
-            return Ok(*value);
+            return Ok(value.value);
         }
         if slots.cleared {
             return Ok(U256::ZERO);
         }
         let value = self.reader.storage(address, slot)?;
-        slots.values.insert(slot, value);
+        slots.values.insert(slot, Cached::read(value));
         Ok(value)
     }
 

@@ -6,6 +6,7 @@ use crate::{
     effects,
     error::ExecutionError,
     outcome::{BlockOutcome, ExecutionStats, TxOutcome},
+    sorted_map::SortedMap,
     state::{AccountDiff, StateDiff},
     storage::{StateReader, Storage},
 };
@@ -32,7 +33,7 @@ pub fn execute_on_reader<R: StateReader>(
     block: &Block,
 ) -> Result<BlockOutcome, ExecutionError> {
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
-    let mut state = BlockState::new(reader, parent);
+    let mut state = BlockState::with_capacity(reader, parent, block.transactions.len());
     let pre_block = effects::pre_block(block, &mut state)?;
 
     let mut evm = Context::mainnet()
@@ -59,8 +60,10 @@ pub fn execute_on_reader<R: StateReader>(
     drop(evm);
 
     let post_block = effects::post_block(block, &mut state)?;
+    let mut diff = StateDiff { accounts: state.changes(), ..StateDiff::default() };
+    add_codes_and_hashes(&mut diff, &parts(&pre_block, &txs, &post_block));
     let stats = ExecutionStats::sequential(block.transactions.len());
-    Ok(assemble(pre_block, txs, post_block, stats, 1))
+    Ok(assemble(pre_block, txs, post_block, diff, stats))
 }
 
 /// The outcome of one executed transaction.
@@ -73,25 +76,32 @@ pub(crate) fn executed(
     TxOutcome { result: Ok(result), tx_type, cumulative_gas_used, changes }
 }
 
-/// Merges the parts of a block's execution into its outcome. `threads` may share the merge:
-/// the parallel path passes its worker count, the sequential path one.
+/// The parts of a block's execution with `diff`, their merged changes, as its outcome.
 pub(crate) fn assemble(
     pre_block: StateDiff,
     txs: Vec<TxOutcome>,
     post_block: StateDiff,
+    diff: StateDiff,
     stats: ExecutionStats,
-    threads: usize,
 ) -> BlockOutcome {
-    let parts: Vec<&StateDiff> = std::iter::once(&pre_block)
-        .chain(txs.iter().map(|tx| &tx.changes))
-        .chain([&post_block])
-        .collect();
-    let changes: usize = parts.iter().map(|d| d.accounts.len()).sum();
-    // Below this, a helper thread costs more than it saves.
-    let threads = if changes < 8192 { 1 } else { threads };
-    let diff = merge_all(&parts, threads);
     let gas_used = txs.iter().map(TxOutcome::gas_used).sum();
     BlockOutcome { txs, pre_block, post_block, diff, gas_used, stats }
+}
+
+/// A block's changes in order: before the transactions, each transaction's, after them.
+pub(crate) fn parts<'a>(
+    pre_block: &'a StateDiff,
+    txs: &'a [TxOutcome],
+    post_block: &'a StateDiff,
+) -> Vec<&'a StateDiff> {
+    std::iter::once(pre_block).chain(txs.iter().map(|tx| &tx.changes)).chain([post_block]).collect()
+}
+
+/// [`merge_all`], on one thread when the parts are too few for helpers to pay.
+pub(crate) fn merge_parts(parts: &[&StateDiff], threads: usize) -> StateDiff {
+    let changes: usize = parts.iter().map(|d| d.accounts.len()).sum();
+    // Below this, a helper thread costs more than it saves.
+    merge_all(parts, if changes < 8192 { 1 } else { threads })
 }
 
 /// Merges diffs given in order. Accounts are split by the leading byte of their address into
@@ -121,13 +131,18 @@ pub(crate) fn merge_all(parts: &[&StateDiff], threads: usize) -> StateDiff {
     for rest in ranges {
         accounts.extend(rest);
     }
-    // Already sorted: collecting only checks the order.
-    let mut diff = StateDiff { accounts: accounts.into_iter().collect(), ..StateDiff::default() };
+    // Each range is sorted and the ranges are in order.
+    let mut diff = StateDiff { accounts: SortedMap::from_sorted(accounts), ..StateDiff::default() };
+    add_codes_and_hashes(&mut diff, parts);
+    diff
+}
+
+/// Adds the code and block hashes every part makes known.
+fn add_codes_and_hashes(diff: &mut StateDiff, parts: &[&StateDiff]) {
     for part in parts {
         diff.codes.extend(part.codes.iter().map(|(k, v)| (*k, v.clone())));
         diff.block_hashes.extend(part.block_hashes.iter().map(|(k, v)| (*k, *v)));
     }
-    diff
 }
 
 /// The merged changes of the accounts `keep` selects, sorted by address.

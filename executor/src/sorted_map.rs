@@ -20,6 +20,19 @@ impl<K: Ord, V> SortedMap<K, V> {
         Self::default()
     }
 
+    /// A map of entries with distinct keys, in any order.
+    pub fn from_distinct(mut entries: Vec<(K, V)>) -> Self {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        debug_assert!(entries.is_sorted_by(|a, b| a.0 < b.0), "duplicate keys");
+        Self(entries)
+    }
+
+    /// A map of entries already sorted by key, without duplicates.
+    pub fn from_sorted(entries: Vec<(K, V)>) -> Self {
+        debug_assert!(entries.is_sorted_by(|a, b| a.0 < b.0), "entries not strictly sorted");
+        Self(entries)
+    }
+
     fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
     where
         K: Borrow<Q>,
@@ -96,15 +109,34 @@ impl<K: Ord, V> FromIterator<(K, V)> for SortedMap<K, V> {
     /// Later entries win over earlier ones with the same key, as with repeated inserts.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut entries: Vec<(K, V)> = iter.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(K, V)> = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => out.push((k, v)),
-            }
+        sort_keeping_last(&mut entries);
+        Self(entries)
+    }
+}
+
+/// Sorts by key in place; of entries with equal keys only the last survives.
+fn sort_keeping_last<K: Ord, V>(entries: &mut Vec<(K, V)>) {
+    if entries.is_sorted_by(|a, b| a.0 < b.0) {
+        return;
+    }
+    // Stable: equal keys keep their order, so the last one is the latest.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // `dedup_by` keeps the earlier entry; hand it the later value first.
+    entries.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut kept.1);
         }
-        Self(out)
+        same
+    });
+}
+
+impl<K: Ord, V> Extend<(K, V)> for SortedMap<K, V> {
+    /// Later entries win, as with repeated inserts. Appends and sorts once: cheap when either
+    /// side is small, which is how diffs grow.
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        self.0.extend(iter);
+        sort_keeping_last(&mut self.0);
     }
 }
 
@@ -176,5 +208,11 @@ mod tests {
         let json = serde_json::to_string(&map).unwrap();
         assert_eq!(json, r#"{"2":"B","3":"C"}"#);
         assert_eq!(serde_json::from_str::<SortedMap<u32, String>>(&json).unwrap().len(), 2);
+        map.extend([(4, "d"), (2, "b2"), (4, "D")]);
+        assert_eq!(
+            map.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            vec![(2, "b2"), (3, "C"), (4, "D")],
+            "extend: later entries win"
+        );
     }
 }

@@ -67,7 +67,7 @@ pub type Alloc = BTreeMap<Address, GenesisAccount>;
 pub struct AccountDiff {
     pub account: Option<Account>,
     pub storage_cleared: bool,
-    pub storage: BTreeMap<U256, U256>,
+    pub storage: SortedMap<U256, U256>,
 }
 
 impl AccountDiff {

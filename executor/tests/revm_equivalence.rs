@@ -7,7 +7,11 @@ use common::{ETHER, eoa, run};
 use lockstep_executor::{
     Alloc, Block,
     revm::{
-        Context, ExecuteEvm, MainBuilder, MainContext, context::TxEnv, primitives::hardfork::SpecId,
+        Context, ExecuteEvm, MainBuilder, MainContext,
+        context::TxEnv,
+        database::{CacheDB, EmptyDB},
+        primitives::hardfork::SpecId,
+        state::AccountInfo,
     },
 };
 use lockstep_harness::{
@@ -16,10 +20,30 @@ use lockstep_harness::{
     workloads::{WorkloadKind, address, call},
 };
 
+/// revm's own in-memory database holding `alloc`: nothing of ours between revm and the state.
+fn revm_db(alloc: &Alloc) -> CacheDB<EmptyDB> {
+    let mut db = CacheDB::new(EmptyDB::default());
+    for (address, account) in alloc {
+        let code = lockstep_executor::state::bytecode(&account.code);
+        let info = AccountInfo {
+            balance: account.balance,
+            nonce: account.nonce,
+            code_hash: code.hash_slow(),
+            code: Some(code),
+            ..Default::default()
+        };
+        db.insert_account_info(*address, info);
+        for (slot, value) in &account.storage {
+            db.insert_account_storage(*address, *slot, *value).expect("in-memory insert");
+        }
+    }
+    db
+}
+
 fn assert_same_as_revm(alloc: &Alloc, block: &Block) {
     let tx = block.transactions[0].clone();
     let mut evm = Context::mainnet()
-        .with_db(lockstep_harness::bench::revm_db(alloc))
+        .with_db(revm_db(alloc))
         .with_block(block.block_env())
         .with_cfg(block.cfg_env())
         .build_mainnet();

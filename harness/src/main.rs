@@ -55,22 +55,32 @@ fn profile(kind: WorkloadKind, path: PathArg, gas: u64, iterations: usize, threa
     let workload = kind.generate(gas);
     let store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
     let config = ParallelConfig::with_threads(threads);
-    let start = std::time::Instant::now();
+    // Time the runs only: dropping an outcome (or building revm's database) is not counted,
+    // as in `perf`.
+    let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
+        let start = std::time::Instant::now();
         match path {
             PathArg::Sequential => {
-                drop(std::hint::black_box(sequential::execute(&store, &workload.block)));
+                let outcome = std::hint::black_box(sequential::execute(&store, &workload.block));
+                times.push(start.elapsed());
+                drop(outcome);
             }
             PathArg::Parallel => {
-                drop(std::hint::black_box(parallel::execute(&store, &workload.block, &config)));
+                let outcome =
+                    std::hint::black_box(parallel::execute(&store, &workload.block, &config));
+                times.push(start.elapsed());
+                drop(outcome);
             }
             PathArg::Revm => {
-                let db = bench::revm_db(&workload.alloc);
-                std::hint::black_box(bench::revm_loop(&workload, db));
+                std::hint::black_box(bench::revm_loop(&workload, &store).expect("in memory"));
+                times.push(start.elapsed());
             }
         }
     }
-    println!("{:.2} ms per run", start.elapsed().as_secs_f64() * 1e3 / iterations as f64);
+    let median = bench::median(times.clone()).as_secs_f64() * 1e3;
+    let min = times.iter().min().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    println!("median {median:.2} ms, min {min:.2} ms per run");
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -147,6 +157,7 @@ fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
 }
 
 fn main() -> ExitCode {
+    bench::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Profile { workload, path, gas, iterations, threads } => {

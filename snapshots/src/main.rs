@@ -62,6 +62,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    lockstep_harness::bench::keep_freed_memory();
     let args = Args::parse();
     lockstep_harness::exit_code(match &args.command {
         Some(Command::Capture { rpc, block, out }) => {

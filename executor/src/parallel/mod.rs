@@ -143,7 +143,9 @@ pub fn execute<S: Storage + ?Sized>(
     let resolved = resolve_credits(block, &outputs, &base)?;
     let txs = outcomes(block, &mut slots, resolved);
     let threads = config.threads.get();
-    let mut outcome = sequential::assemble(pre_block, txs, StateDiff::default(), stats, threads);
+    let post_block = StateDiff::default();
+    let diff = sequential::merge_parts(&sequential::parts(&pre_block, &txs, &post_block), threads);
+    let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, stats);
     if effects::has_post_block(block) {
         // The block-level effects see the state after every transaction: the merged diff.
         let mut state = BlockState::new(storage.reader()?, parent);

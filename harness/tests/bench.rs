@@ -1,0 +1,46 @@
+//! The benchmark's measurements: every row checked, the plain revm baseline doing the same
+//! work as the executor.
+
+use lockstep_executor::{InMemoryStorage, ParallelConfig, StateDiff, sequential};
+use lockstep_harness::{
+    WorkloadKind,
+    bench::{self, StorageKind},
+};
+
+#[test]
+fn the_revm_baseline_uses_the_gas_the_executor_does() {
+    for kind in WorkloadKind::ALL {
+        let workload = kind.generate(40 * kind.gas_per_tx());
+        let store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
+        let outcome = sequential::execute(&store, &workload.block).unwrap();
+        assert!(outcome.gas_used >= 40 * 21_000, "{}", workload.name);
+        assert_eq!(
+            bench::revm_loop(&workload, &store).unwrap(),
+            outcome.gas_used,
+            "{}",
+            workload.name
+        );
+    }
+}
+
+#[test]
+fn rows_cover_each_store_with_positive_times() {
+    let workload = WorkloadKind::Erc20Transfers.generate(30 * 50_400);
+    let rows = bench::measure_all(
+        &workload,
+        &[StorageKind::Memory, StorageKind::Mdbx],
+        &ParallelConfig::always_parallel(2),
+        2,
+    )
+    .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.storage).collect::<Vec<_>>(),
+        [StorageKind::Memory, StorageKind::Mdbx]
+    );
+    for row in &rows {
+        assert_eq!(row.txs, 30);
+        assert!(row.gas > 30 * 21_000);
+        assert!(row.sequential_ms > 0.0 && row.parallel_ms > 0.0 && row.revm_baseline_ms > 0.0);
+        assert!((row.speedup - row.sequential_ms / row.parallel_ms).abs() < 1e-9);
+    }
+}
