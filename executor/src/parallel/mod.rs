@@ -22,7 +22,7 @@ use crate::{
     state::{self, Account, AccountDiff, StateDiff},
     storage::{StateReader, Storage},
 };
-use alloy_primitives::{Address, map::AddressMap};
+use alloy_primitives::map::{AddressMap, AddressSet};
 use chaos::Chaos;
 use mv_memory::Version;
 use padded::CachePadded;
@@ -136,12 +136,9 @@ pub fn execute<S: Storage + ?Sized>(
         suspensions: collect(&run.scheduler, txs, |c| &c.suspensions),
         sequential: false,
     };
-    // The outputs stay in their slots: moving them out would copy every one once more.
     let mut slots = run.slots;
     let base = Base { reader: storage.reader()?, pre_block: &pre_block };
-    let outputs: Vec<&TxOutput> = slots.iter_mut().map(|s| &*s.0.output_mut()).collect();
-    let resolved = resolve_credits(block, &outputs, &base)?;
-    let txs = outcomes(block, &mut slots, resolved);
+    let txs = outcomes(&shared, &mut slots, &base)?;
     let threads = config.threads.get();
     let post_block = StateDiff::default();
     let diff = sequential::merge_parts(&sequential::parts(&pre_block, &txs, &post_block), threads);
@@ -197,9 +194,9 @@ impl TxSlot {
     }
 
     /// The final output, once the workers are gone.
-    fn output_mut(&mut self) -> &mut TxOutput {
-        let output = self.output.get_mut().expect("output lock poisoned");
-        output.as_mut().expect("every transaction executed")
+    fn take_output(&mut self) -> TxOutput {
+        let output = self.output.get_mut().expect("output lock poisoned").take();
+        output.expect("every transaction executed")
     }
 }
 
@@ -374,75 +371,47 @@ fn finish_in_order<R: StateReader>(
     Ok(())
 }
 
-/// What the credits of every transaction resolve to: the credited accounts' states, all in one
-/// vector (most transactions have one credit, the fee), and each transaction's share of it.
-struct Resolved {
-    credited: Vec<(Address, AccountDiff)>,
-    /// Per transaction: the end of its entries in `credited`, and the block's gas up to it.
-    ends: Vec<(usize, u64)>,
-}
-
-/// Resolves credits in block order into the full account states sequential execution writes.
-/// Only credited accounts are followed, so this pass stays cheap.
-fn resolve_credits<R: StateReader>(
-    block: &Block,
-    outputs: &[&TxOutput],
+/// Builds the outcomes from the slots' outputs in block order, resolving each transaction's
+/// credits into the full account states sequential execution writes. One pass, so each output
+/// is touched once; only accounts that can be credited are followed.
+fn outcomes<R: StateReader>(
+    shared: &Shared<'_>,
+    slots: &mut [CachePadded<TxSlot>],
     base: &Base<'_, R>,
-) -> Result<Resolved, ExecutionError> {
-    let credited_accounts: alloy_primitives::map::AddressSet =
-        outputs.iter().flat_map(|o| o.credits.iter().map(|(a, _)| *a)).collect();
+) -> Result<Vec<TxOutcome>, ExecutionError> {
+    let block = shared.block;
+    // Credits go to the beneficiary or to a plain transfer's recipient: known from the block.
+    let creditable: AddressSet = std::iter::once(block.beneficiary)
+        .chain(block.transactions.iter().filter_map(|tx| shared.lazy_recipient_candidate(tx)))
+        .collect();
     let mut current: AddressMap<Option<Account>> = AddressMap::default();
-    current.reserve(credited_accounts.len());
     let mut cumulative_gas = 0;
-    let mut resolved = Resolved { credited: Vec::new(), ends: Vec::with_capacity(outputs.len()) };
-    for output in outputs {
-        for (address, change) in output.changes.accounts.iter() {
-            if credited_accounts.contains(address) {
+    let mut txs = Vec::with_capacity(slots.len());
+    for (slot, tx) in slots.iter_mut().zip(&block.transactions) {
+        let TxOutput { result, mut changes, credits, .. } = slot.0.take_output();
+        for (address, change) in changes.accounts.iter() {
+            if creditable.contains(address) {
                 current.insert(*address, change.account);
             }
         }
-        for (address, amount) in &output.credits {
-            let before = match current.get(address) {
+        for (address, amount) in credits {
+            let before = match current.get(&address) {
                 Some(account) => *account,
-                None => base.account(*address)?,
+                None => base.account(address)?,
             };
-            let after = state::credited(before, *amount, block.spec);
-            current.insert(*address, after);
+            let after = state::credited(before, amount, block.spec);
+            current.insert(address, after);
             if after != before {
-                let change = AccountDiff { account: after, ..Default::default() };
-                resolved.credited.push((*address, change));
+                changes.accounts.insert(address, AccountDiff { account: after, ..Default::default() });
             }
         }
-        cumulative_gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
-        resolved.ends.push((resolved.credited.len(), cumulative_gas));
-    }
-    Ok(resolved)
-}
-
-/// Builds the outcomes from the slots' outputs and the resolved credits. One thread: helpers
-/// measured no faster here, the work being mostly moves and frees.
-fn outcomes(
-    block: &Block,
-    slots: &mut [CachePadded<TxSlot>],
-    resolved: Resolved,
-) -> Vec<TxOutcome> {
-    let mut credited = resolved.credited.into_iter();
-    let mut start = 0;
-    let mut txs = Vec::with_capacity(slots.len());
-    for (index, (slot, (end, cumulative_gas))) in slots.iter_mut().zip(resolved.ends).enumerate() {
-        let output = slot.0.output.get_mut().expect("output lock poisoned").take();
-        let TxOutput { result, mut changes, .. } = output.expect("every transaction executed");
-        for (address, change) in credited.by_ref().take(end - start) {
-            changes.accounts.insert(address, change);
-        }
-        start = end;
-        let tx_type = block.transactions[index].tx_type;
+        cumulative_gas += result.as_ref().map_or(0, |r| r.tx_gas_used());
         txs.push(match result {
-            Ok(result) => sequential::executed(tx_type, result, cumulative_gas, changes),
-            Err(invalid) => TxOutcome::invalid(invalid, tx_type, cumulative_gas),
+            Ok(result) => sequential::executed(tx.tx_type, result, cumulative_gas, changes),
+            Err(invalid) => TxOutcome::invalid(invalid, tx.tx_type, cumulative_gas),
         });
     }
-    txs
+    Ok(txs)
 }
 
 /// Waiting for work: spin briefly (a task usually appears within microseconds), then yield

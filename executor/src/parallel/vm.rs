@@ -128,7 +128,7 @@ impl<'a> Shared<'a> {
 
     /// The recipient of a plain value transfer, whose balance can be credited lazily: it must
     /// not be the sender, the beneficiary or a precompile, and no authorization may touch it.
-    fn lazy_recipient_candidate(&self, tx: &TxEnv) -> Option<Address> {
+    pub(crate) fn lazy_recipient_candidate(&self, tx: &TxEnv) -> Option<Address> {
         let TxKind::Call(to) = tx.kind else { return None };
         let plain = !tx.value.is_zero()
             && to != tx.caller
