@@ -38,72 +38,85 @@ impl<T> Cached<T> {
 struct Slots {
     /// The account's stored slots were wiped in this block: the store is not consulted.
     cleared: bool,
-    values: HashMap<U256, Cached<U256>>,
+    values: SlotMap,
 }
 
-/// A reader with the block's changes layered on top. It knows what the block wrote, so the
-/// block's diff comes from it directly instead of from merging every transaction's.
+/// Slots a vector holds before they move to a hash map.
+const FEW_SLOTS: usize = 16;
+
+/// One account's slot values. Most accounts a block touches have a handful: a short vector
+/// searched in place costs one allocation, where a hash map per account would cost several.
 #[derive(Debug)]
-pub struct BlockState<R> {
-    reader: R,
-    accounts: HashMap<Address, Cached<Option<Account>>>,
-    slots: HashMap<Address, Slots>,
-    codes: HashMap<B256, Bytecode>,
-    /// (number, hash) of the parent block, when the block knows it.
-    parent: Option<(u64, B256)>,
+enum SlotMap {
+    Few(Vec<(U256, Cached<U256>)>),
+    Many(HashMap<U256, Cached<U256>>),
 }
 
-impl<R: StateReader> BlockState<R> {
-    pub fn new(reader: R, parent: Option<(u64, B256)>) -> Self {
-        Self::with_capacity(reader, parent, 0)
+impl Default for SlotMap {
+    fn default() -> Self {
+        Self::Few(Vec::new())
     }
+}
 
-    /// Room for the accounts of about `txs` transactions, so the cache does not grow by
-    /// rehashing while the block runs.
-    pub fn with_capacity(reader: R, parent: Option<(u64, B256)>, txs: usize) -> Self {
-        Self {
-            reader,
-            accounts: HashMap::with_capacity_and_hasher(2 * txs, Default::default()),
-            slots: HashMap::default(),
-            codes: HashMap::default(),
-            parent,
+impl SlotMap {
+    fn get(&self, slot: &U256) -> Option<&Cached<U256>> {
+        match self {
+            Self::Few(pairs) => pairs.iter().find(|(k, _)| k == slot).map(|(_, v)| v),
+            Self::Many(map) => map.get(slot),
         }
     }
 
-    /// The current account at `address`.
-    pub fn account(&mut self, address: Address) -> Result<Option<Account>, StorageError> {
-        match self.accounts.entry(address) {
-            Entry::Occupied(entry) => Ok(entry.get().value),
-            Entry::Vacant(entry) => {
-                Ok(entry.insert(Cached::read(self.reader.account(address)?)).value)
+    fn insert(&mut self, slot: U256, value: Cached<U256>) {
+        match self {
+            Self::Few(pairs) => match pairs.iter().position(|(k, _)| *k == slot) {
+                Some(i) => pairs[i].1 = value,
+                None if pairs.len() < FEW_SLOTS => pairs.push((slot, value)),
+                None => {
+                    let mut map: HashMap<U256, Cached<U256>> = pairs.drain(..).collect();
+                    map.insert(slot, value);
+                    *self = Self::Many(map);
+                }
+            },
+            Self::Many(map) => {
+                map.insert(slot, value);
             }
         }
     }
 
-    /// Every account the block changed, as one diff of the block so far: the last value of
-    /// each account and the slots written since its last wipe. Codes and block hashes are not
-    /// tracked here.
-    pub fn changes(&self) -> SortedMap<Address, AccountDiff> {
-        // Sort small references, then build the (large) diffs in order.
-        let mut written: Vec<(&Address, &Cached<Option<Account>>)> =
-            self.accounts.iter().filter(|(_, account)| account.written).collect();
-        written.sort_unstable_by_key(|(address, _)| **address);
-        let diffs = written.into_iter().map(|(address, account)| {
-            let slots = self.slots.get(address);
-            let storage = slots
-                .into_iter()
-                .flat_map(|s| s.values.iter())
-                .filter(|(_, slot)| slot.written)
-                .map(|(slot, value)| (*slot, value.value))
-                .collect();
-            let storage_cleared = slots.is_some_and(|s| s.cleared);
-            (*address, AccountDiff { account: account.value, storage_cleared, storage })
-        });
-        SortedMap::from_sorted(diffs.collect())
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 
-    /// Applies a change set (already expressed as a diff) to the current state.
-    pub fn apply(&mut self, diff: &StateDiff) {
+    fn iter(&self) -> Box<dyn Iterator<Item = (&U256, &Cached<U256>)> + '_> {
+        match self {
+            Self::Few(pairs) => Box::new(pairs.iter().map(|(k, v)| (k, v))),
+            Self::Many(map) => Box::new(map.iter()),
+        }
+    }
+}
+
+/// The block's changes so far, with the values read beside them: what a [`BlockState`] layers
+/// on its reader. It knows what the block wrote, so the block's diff comes from it directly
+/// instead of from merging every transaction's.
+#[derive(Debug, Default)]
+struct Overlay {
+    accounts: HashMap<Address, Cached<Option<Account>>>,
+    slots: HashMap<Address, Slots>,
+    codes: HashMap<B256, Bytecode>,
+}
+
+impl Overlay {
+    /// Room for the accounts of about `txs` transactions, so the maps do not grow by
+    /// rehashing while the block runs.
+    fn with_capacity(txs: usize) -> Self {
+        Self {
+            accounts: HashMap::with_capacity_and_hasher(2 * txs, Default::default()),
+            ..Self::default()
+        }
+    }
+
+    /// Applies a change set on top.
+    fn apply(&mut self, diff: &StateDiff) {
         for (address, change) in &diff.accounts {
             // Every change names its account, so `written` on the account covers its slots.
             self.accounts.insert(*address, Cached::written(change.account));
@@ -115,11 +128,78 @@ impl<R: StateReader> BlockState<R> {
                 slots.cleared = true;
                 slots.values.clear();
             }
-            slots.values.extend(change.storage.iter().map(|(k, v)| (*k, Cached::written(*v))));
+            for (slot, value) in &change.storage {
+                slots.values.insert(*slot, Cached::written(*value));
+            }
         }
         for (hash, code) in &diff.codes {
             self.codes.entry(*hash).or_insert_with(|| crate::state::bytecode(code));
         }
+    }
+
+    /// Every account the block changed, as one diff of the block so far: the last value of
+    /// each account and the slots written since its last wipe. Codes and block hashes are not
+    /// tracked here.
+    fn changes(&self) -> SortedMap<Address, AccountDiff> {
+        // Sort small references, then build the (large) diffs in order.
+        let mut written: Vec<(&Address, &Cached<Option<Account>>)> =
+            self.accounts.iter().filter(|(_, account)| account.written).collect();
+        written.sort_unstable_by_key(|(address, _)| **address);
+        let diffs = written.into_iter().map(|(address, account)| {
+            let slots = self.slots.get(address);
+            let storage = SortedMap::from_distinct(
+                slots
+                    .into_iter()
+                    .flat_map(|s| s.values.iter())
+                    .filter(|(_, slot)| slot.written)
+                    .map(|(slot, value)| (*slot, value.value))
+                    .collect(),
+            );
+            let storage_cleared = slots.is_some_and(|s| s.cleared);
+            (*address, AccountDiff { account: account.value, storage_cleared, storage })
+        });
+        SortedMap::from_sorted(diffs.collect())
+    }
+}
+
+/// A reader with the block's changes layered on top.
+#[derive(Debug)]
+pub struct BlockState<R> {
+    reader: R,
+    overlay: Overlay,
+    /// (number, hash) of the parent block, when the block knows it.
+    parent: Option<(u64, B256)>,
+}
+
+impl<R: StateReader> BlockState<R> {
+    pub fn new(reader: R, parent: Option<(u64, B256)>) -> Self {
+        Self::with_capacity(reader, parent, 0)
+    }
+
+    /// Room for the accounts of about `txs` transactions, so the state does not grow by
+    /// rehashing while the block runs.
+    pub fn with_capacity(reader: R, parent: Option<(u64, B256)>, txs: usize) -> Self {
+        Self { reader, overlay: Overlay::with_capacity(txs), parent }
+    }
+
+    /// The current account at `address`.
+    pub fn account(&mut self, address: Address) -> Result<Option<Account>, StorageError> {
+        match self.overlay.accounts.entry(address) {
+            Entry::Occupied(entry) => Ok(entry.get().value),
+            Entry::Vacant(entry) => {
+                Ok(entry.insert(Cached::read(self.reader.account(address)?)).value)
+            }
+        }
+    }
+
+    /// See [`Overlay::changes`].
+    pub fn changes(&self) -> SortedMap<Address, AccountDiff> {
+        self.overlay.changes()
+    }
+
+    /// Applies a change set (already expressed as a diff) to the current state.
+    pub fn apply(&mut self, diff: &StateDiff) {
+        self.overlay.apply(diff);
     }
 
     /// Turns one transaction's (or system call's) journal output into its diff and applies it.
@@ -131,7 +211,7 @@ impl<R: StateReader> BlockState<R> {
                 if let Some(code) = account.info.code
                     && diff.codes.contains_key(&account.info.code_hash)
                 {
-                    self.codes.entry(account.info.code_hash).or_insert(code);
+                    self.overlay.codes.entry(account.info.code_hash).or_insert(code);
                 }
             }
         }
@@ -255,16 +335,16 @@ impl<R: StateReader> Database for BlockState<R> {
         if code_hash == KECCAK256_EMPTY {
             return Ok(Bytecode::default());
         }
-        if let Some(code) = self.codes.get(&code_hash) {
+        if let Some(code) = self.overlay.codes.get(&code_hash) {
             return Ok(code.clone());
         }
         let code = self.reader.code(code_hash)?.ok_or(StorageError::MissingCode(code_hash))?;
-        self.codes.insert(code_hash, code.clone());
+        self.overlay.codes.insert(code_hash, code.clone());
         Ok(code)
     }
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StorageError> {
-        let slots = self.slots.entry(address).or_default();
+        let slots = self.overlay.slots.entry(address).or_default();
         if let Some(value) = slots.values.get(&slot) {
             return Ok(value.value);
         }

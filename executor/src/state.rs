@@ -134,14 +134,15 @@ impl StateDiff {
 
     /// Applies `later` on top of these changes.
     pub fn merge(&mut self, later: &StateDiff) {
+        let mut added = Vec::new();
         for (address, change) in &later.accounts {
             match self.accounts.get_mut(address) {
                 Some(existing) => existing.merge(change),
-                None => {
-                    self.accounts.insert(*address, change.clone());
-                }
+                None => added.push((*address, change.clone())),
             }
         }
+        // One sort for all new accounts, not one shift of a large map per account.
+        self.accounts.extend(added);
         self.codes.extend(later.codes.iter().map(|(k, v)| (*k, v.clone())));
         self.block_hashes.extend(later.block_hashes.iter().map(|(k, v)| (*k, *v)));
     }

@@ -244,6 +244,7 @@ impl<'a> Run<'a> {
             Err(e) => return self.fail(e.into()),
         };
         let mut vm = Vm::new(self.shared, Base { reader, pre_block });
+        let _halt = HaltOnPanic(&self.scheduler);
         let mut chaos = self.config.chaos.map(|seed| Chaos::new(seed, worker));
         let mut task: Option<Task> = None;
         let mut idle = 0u32;
@@ -402,7 +403,9 @@ fn outcomes<R: StateReader>(
             let after = state::credited(before, amount, block.spec);
             current.insert(address, after);
             if after != before {
-                changes.accounts.insert(address, AccountDiff { account: after, ..Default::default() });
+                changes
+                    .accounts
+                    .insert(address, AccountDiff { account: after, ..Default::default() });
             }
         }
         cumulative_gas += result.as_ref().map_or(0, |r| r.tx_gas_used());
@@ -412,6 +415,18 @@ fn outcomes<R: StateReader>(
         });
     }
     Ok(txs)
+}
+
+/// Halts the scheduler when a worker panics, so the others stop instead of waiting forever
+/// for the task it left unfinished (the panic then reaches the caller through the scope).
+struct HaltOnPanic<'a>(&'a Scheduler);
+
+impl Drop for HaltOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.halt();
+        }
+    }
 }
 
 /// Waiting for work: spin briefly (a task usually appears within microseconds), then yield
