@@ -126,8 +126,10 @@ pub fn execute<S: Storage + ?Sized>(
     }
 
     if run.fell_back.load(Ordering::Relaxed) {
-        let mut vm = Vm::new(&shared, Base { reader: storage.reader()?, pre_block: &pre_block });
-        finish_in_order(&shared, &run, &mut vm)?;
+        // Measured: finishing the block in order on the parallel path's VM, reusing what is
+        // still valid, costs more than running it afresh on the sequential path, whose
+        // per-transaction work is lighter.
+        return sequential::execute(storage, block);
     }
     let stats = ExecutionStats {
         executions: run.slots.iter().map(|s| s.executions.load(Ordering::Relaxed)).collect(),
@@ -320,8 +322,8 @@ impl<'a> Run<'a> {
         self.scheduler.finish_validation(version.tx, aborted)
     }
 
-    /// Stops the parallel run once aborts and suspensions show a dependency chain: the rest is
-    /// finished in order by [`finish_in_order`], reusing every execution that is still valid.
+    /// Stops the parallel run once aborts and suspensions show a dependency chain: the block
+    /// then runs on the sequential path.
     fn check_chain(&self, executions: usize) {
         if !self.config.adaptive {
             return;
@@ -333,43 +335,6 @@ impl<'a> Run<'a> {
             self.scheduler.halt();
         }
     }
-}
-
-/// Completes a halted run in block order: keeps each output whose reads are still valid and
-/// re-executes the rest, now against final values of every earlier transaction.
-fn finish_in_order<R: StateReader>(
-    shared: &Shared<'_>,
-    run: &Run<'_>,
-    vm: &mut Vm<'_, R>,
-) -> Result<(), ExecutionError> {
-    for tx in 0..shared.block.transactions.len() {
-        let mut output = run.slots[tx].output();
-        // Only an executed transaction's writes are in the memory (not estimates).
-        let valid = run.scheduler.is_executed(tx)
-            && output.as_ref().is_some_and(|o| {
-                o.reads.iter().all(|r| shared.mv.still_valid(&r.location, tx, r.mode, &r.origin))
-            });
-        if valid {
-            continue;
-        }
-        run.slots[tx].executions.fetch_add(1, Ordering::Relaxed);
-        match vm.execute(tx)? {
-            Attempt::Done(new_output, writes) => {
-                let incarnation = run.scheduler.incarnation(tx) + 1;
-                let version = Version { tx, incarnation };
-                shared.mv.record(version, writes);
-                shared.mv.set_fee(version, new_output.lazy_fee(shared.block.beneficiary));
-                *output = Some(*new_output);
-            }
-            Attempt::Blocked(blocker) => {
-                return Err(ExecutionError::Evm {
-                    context: format!("tx {tx}"),
-                    message: format!("blocked on tx {blocker} although every earlier tx is final"),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Builds the outcomes from the slots' outputs in block order, resolving each transaction's
