@@ -74,9 +74,13 @@ fn dependent_chain_falls_back_and_still_matches() {
     let workload = WorkloadKind::DependentChain.generate(400 * 26_000);
     // Only the adaptive fallback may take this block off Block-STM.
     let config = ParallelConfig { adaptive: true, ..ParallelConfig::always_parallel(2) };
-    assert_identical(&workload, &config);
-    for seed in 0..3 {
-        assert_identical(&workload, &ParallelConfig { chaos: Some(seed), ..config.clone() });
+    // Both ways of falling back: afresh on the sequential path, or finishing in order.
+    for restart_below in [1.1, 0.0] {
+        let config = ParallelConfig { restart_below, ..config.clone() };
+        assert_identical(&workload, &config);
+        for seed in 0..3 {
+            assert_identical(&workload, &ParallelConfig { chaos: Some(seed), ..config.clone() });
+        }
     }
 }
 

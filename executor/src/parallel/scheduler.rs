@@ -91,6 +91,16 @@ impl Scheduler {
         &self.slots[tx].counters
     }
 
+    /// Whether a transaction's latest incarnation finished and was not aborted since.
+    pub(crate) fn is_executed(&self, tx: TxIdx) -> bool {
+        self.status(tx).1 == Status::Executed
+    }
+
+    /// The incarnation a transaction is at.
+    pub(crate) fn incarnation(&self, tx: TxIdx) -> Incarnation {
+        self.status(tx).0
+    }
+
     fn decrease_execution_idx(&self, target: TxIdx) {
         self.execution_idx.fetch_min(target, Ordering::SeqCst);
         self.decrease_count.fetch_add(1, Ordering::SeqCst);
