@@ -313,8 +313,9 @@ pub(crate) fn evm_state_changes(
     diff
 }
 
-/// revm's view of an account; code is loaded separately through `code_by_hash`.
-pub(crate) fn to_revm_info(account: Account) -> AccountInfo {
+/// revm's view of an account; code is loaded separately through `code_by_hash` (leaving it
+/// out matters: `AccountInfo`'s default would claim the code empty).
+pub fn to_revm_info(account: Account) -> AccountInfo {
     AccountInfo {
         balance: account.balance,
         nonce: account.nonce,

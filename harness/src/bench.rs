@@ -5,7 +5,7 @@ use crate::workloads::Workload;
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256};
 use lockstep_executor::{
     BlockOutcome, ExecutionError, InMemoryStorage, MdbxStorage, ParallelConfig, StateDiff,
-    StateReader, Storage, StorageError, parallel,
+    StateReader, Storage, StorageError, block_state, parallel,
     revm::{
         Context, DatabaseRef, ExecuteCommitEvm, MainBuilder, MainContext, bytecode::Bytecode,
         context::result::EVMError, database::CacheDB, state::AccountInfo,
@@ -152,15 +152,7 @@ impl<R: StateReader> DatabaseRef for StoreDb<R> {
     type Error = StorageError;
 
     fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StorageError> {
-        Ok(self.0.account(address)?.map(|a| AccountInfo {
-            balance: a.balance,
-            nonce: a.nonce,
-            code_hash: a.code_hash,
-            // Unknown code is loaded through `code_by_hash_ref`; `AccountInfo`'s default
-            // would claim it empty.
-            code: (a.code_hash == KECCAK256_EMPTY).then(Bytecode::default),
-            ..Default::default()
-        }))
+        Ok(self.0.account(address)?.map(block_state::to_revm_info))
     }
 
     fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StorageError> {
