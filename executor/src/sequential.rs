@@ -6,11 +6,9 @@ use crate::{
     effects,
     error::ExecutionError,
     outcome::{BlockOutcome, ExecutionStats, TxOutcome},
-    sorted_map::SortedMap,
-    state::{AccountDiff, StateDiff},
+    state::StateDiff,
     storage::{StateReader, Storage},
 };
-use alloy_primitives::{Address, U256};
 use revm::{
     Context, ExecuteEvm, MainBuilder, MainContext,
     context::result::{EVMError, ExecutionResult},
@@ -97,142 +95,10 @@ pub(crate) fn parts<'a>(
     std::iter::once(pre_block).chain(txs.iter().map(|tx| &tx.changes)).chain([post_block]).collect()
 }
 
-/// [`merge_all`], on one thread when the parts are too few for helpers to pay.
-pub(crate) fn merge_parts(parts: &[&StateDiff], threads: usize) -> StateDiff {
-    let changes: usize = parts.iter().map(|d| d.accounts.len()).sum();
-    // Below this, a helper thread costs more than it saves.
-    merge_all(parts, if changes < 8192 { 1 } else { threads })
-}
-
-/// Merges diffs given in order. Accounts are split by the leading byte of their address into
-/// `threads` ranges merged side by side; each range sorts its changes once (stable, so an
-/// account's changes stay in block order) instead of inserting them one by one.
-pub(crate) fn merge_all(parts: &[&StateDiff], threads: usize) -> StateDiff {
-    let threads = threads.clamp(1, 256);
-    let range = |p: usize| {
-        let (from, to) = (p * 256 / threads, (p + 1) * 256 / threads);
-        move |address: &Address| (from..to).contains(&(address[0] as usize))
-    };
-    let mut ranges: Vec<Vec<(Address, AccountDiff)>> = if threads == 1 {
-        vec![merge_range(parts, |_| true)]
-    } else {
-        std::thread::scope(|scope| {
-            let helpers: Vec<_> =
-                (1..threads).map(|p| scope.spawn(move || merge_range(parts, range(p)))).collect();
-            // Let the helpers start before this thread takes its own share (see
-            // `parallel::execute`).
-            std::thread::yield_now();
-            let mut ranges = vec![merge_range(parts, range(0))];
-            ranges.extend(helpers.into_iter().map(|h| h.join().expect("merge helper panicked")));
-            ranges
-        })
-    };
-    let mut accounts = ranges.remove(0);
-    for rest in ranges {
-        accounts.extend(rest);
-    }
-    // Each range is sorted and the ranges are in order.
-    let mut diff = StateDiff { accounts: SortedMap::from_sorted(accounts), ..StateDiff::default() };
-    add_codes_and_hashes(&mut diff, parts);
-    diff
-}
-
 /// Adds the code and block hashes every part makes known.
-fn add_codes_and_hashes(diff: &mut StateDiff, parts: &[&StateDiff]) {
+pub(crate) fn add_codes_and_hashes(diff: &mut StateDiff, parts: &[&StateDiff]) {
     for part in parts {
         diff.codes.extend(part.codes.iter().map(|(k, v)| (*k, v.clone())));
         diff.block_hashes.extend(part.block_hashes.iter().map(|(k, v)| (*k, *v)));
-    }
-}
-
-/// The merged changes of the accounts `keep` selects, sorted by address.
-fn merge_range(
-    parts: &[&StateDiff],
-    keep: impl Fn(&Address) -> bool,
-) -> Vec<(Address, AccountDiff)> {
-    let mut changes: Vec<(&Address, &AccountDiff)> =
-        parts.iter().flat_map(|d| d.accounts.iter()).filter(|(a, _)| keep(a)).collect();
-    changes.sort_by_key(|(address, _)| **address);
-    changes
-        .chunk_by(|a, b| a.0 == b.0)
-        .map(|group| (*group[0].0, merge_account(group.iter().map(|(_, c)| *c))))
-        .collect()
-}
-
-/// One account's changes merged, as applying them in order would leave it: the last account
-/// value, and the slots written since the last wipe (the last write of each winning).
-fn merge_account<'a>(
-    changes: impl DoubleEndedIterator<Item = &'a AccountDiff> + Clone,
-) -> AccountDiff {
-    let last = changes.clone().next_back().expect("a group is never empty");
-    let storage_cleared = changes.clone().any(|c| c.storage_cleared);
-    let since_wipe: Vec<&AccountDiff> = {
-        let mut newest_first: Vec<&AccountDiff> = Vec::new();
-        for change in changes.rev() {
-            newest_first.push(change);
-            if change.storage_cleared {
-                break;
-            }
-        }
-        newest_first
-    };
-    let storage = match since_wipe.as_slice() {
-        [only] => only.storage.clone(),
-        newest_first => {
-            let mut slots: Vec<(U256, U256)> =
-                newest_first.iter().flat_map(|c| c.storage.iter().map(|(k, v)| (*k, *v))).collect();
-            // Stable: among writes of one slot the newest stays first, and dedup keeps it.
-            slots.sort_by_key(|(slot, _)| *slot);
-            slots.dedup_by_key(|(slot, _)| *slot);
-            slots.into_iter().collect()
-        }
-    };
-    AccountDiff { account: last.account, storage_cleared, storage }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::Account;
-    use proptest::prelude::*;
-
-    /// A change of one of four accounts: a new balance, maybe a wipe, writes to a few slots.
-    fn change() -> impl Strategy<Value = (u8, AccountDiff)> {
-        let slots = proptest::collection::btree_map(0u8..6, 0u8..3, 0..4);
-        (0u8..4, any::<Option<u8>>(), any::<bool>(), slots).prop_map(
-            |(who, balance, wipe, slots)| {
-                let account = balance.map(|b| Account::with_balance(U256::from(b)));
-                let storage = slots.into_iter().map(|(k, v)| (U256::from(k), U256::from(v)));
-                let diff =
-                    AccountDiff { account, storage_cleared: wipe, storage: storage.collect() };
-                // Spread the accounts over the address space so every range gets some.
-                (who.wrapping_mul(97), diff)
-            },
-        )
-    }
-
-    proptest! {
-        #[test]
-        fn merging_at_once_equals_applying_in_order(
-            parts in proptest::collection::vec(proptest::collection::vec(change(), 0..4), 0..12),
-            threads in 1usize..5,
-        ) {
-            let diffs: Vec<StateDiff> = parts
-                .into_iter()
-                .map(|changes| {
-                    let mut diff = StateDiff::default();
-                    for (who, change) in changes {
-                        diff.accounts.insert(Address::repeat_byte(who), change);
-                    }
-                    diff
-                })
-                .collect();
-            let mut expected = StateDiff::default();
-            for diff in &diffs {
-                expected.merge(diff);
-            }
-            let refs: Vec<&StateDiff> = diffs.iter().collect();
-            prop_assert_eq!(merge_all(&refs, threads), expected);
-        }
     }
 }

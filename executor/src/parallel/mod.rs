@@ -7,9 +7,11 @@
 //! are resolved in block order at the end. The outcome is the sequential path's, bit for bit.
 
 mod chaos;
+mod merge;
 mod mv_memory;
 mod padded;
 mod scheduler;
+mod tail;
 mod vm;
 
 use crate::{
@@ -17,24 +19,24 @@ use crate::{
     block_state::BlockState,
     effects,
     error::ExecutionError,
-    outcome::{BlockOutcome, ExecutionStats, TxOutcome},
+    outcome::BlockOutcome,
     sequential,
-    state::{self, Account, AccountDiff, StateDiff},
+    state::StateDiff,
     storage::{StateReader, Storage},
 };
-use alloy_primitives::map::{AddressMap, AddressSet};
+use alloy_primitives::map::AddressMap;
 use chaos::Chaos;
-use mv_memory::Version;
-use padded::CachePadded;
+use mv_memory::{Recorded, Version};
 use scheduler::{Scheduler, Task};
 use std::{
     num::NonZeroUsize,
     sync::{
         Mutex,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
-use vm::{Attempt, Base, Shared, TxOutput, Vm};
+use tail::Tail;
+use vm::{Attempt, Base, Shared, Vm, Written};
 
 /// How the parallel path runs a block.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,50 +116,31 @@ pub fn execute<S: Storage + ?Sized>(
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
 
     let shared = Shared::new(block);
-    let run = Run::new(&shared, config);
+    let run = Run::new(&shared, config, &pre_block);
     std::thread::scope(|scope| {
         for worker in 1..config.threads.get() {
-            let (run, pre_block) = (&run, &pre_block);
-            scope.spawn(move || run.work(worker, || storage.reader(), pre_block));
+            let run = &run;
+            scope.spawn(move || run.work(worker, || storage.reader()));
         }
         // Linux queues a new thread on its parent's core; without a yield it may wait there
         // for milliseconds (measured: 1.5 ms median on this 2-core machine), longer than a
         // small block takes.
         std::thread::yield_now();
-        run.work(0, || storage.reader(), &pre_block);
+        run.work(0, || storage.reader());
     });
     if let Some(error) = run.error.lock().expect("error lock poisoned").take() {
         return Err(error);
     }
-
-    if run.fell_back.load(Ordering::Relaxed) {
-        // Finishing in order on the parallel path's VM reuses what is still valid, but costs
-        // about 1.7 times the sequential path per transaction (measured on the ERC-20
-        // workload): when the run stopped before it had done most of the block's work (its
-        // executions less its re-executions), running it afresh on the sequential path is
-        // cheaper.
-        let reruns = run.total_reruns.load(Ordering::Relaxed);
-        let useful = run.total_executions.load(Ordering::Relaxed).saturating_sub(reruns);
-        if (useful as f64) < config.restart_below * txs as f64 {
-            return sequential::execute(storage, block);
-        }
-        let mut vm = Vm::new(&shared, Base { reader: storage.reader()?, pre_block: &pre_block });
-        finish_in_order(&shared, &run, &mut vm)?;
-    }
-    let stats = ExecutionStats {
-        executions: run.slots.iter().map(|s| s.executions.load(Ordering::Relaxed)).collect(),
-        validations: collect(&run.scheduler, txs, |c| &c.validations),
-        aborts: collect(&run.scheduler, txs, |c| &c.aborts),
-        suspensions: collect(&run.scheduler, txs, |c| &c.suspensions),
-        sequential: false,
+    let Some(finished) = run.tail.into_finished() else {
+        // The run stopped early on a dependency chain (see `Run::conclude`).
+        return sequential::execute(storage, block);
     };
-    let mut slots = run.slots;
-    let base = Base { reader: storage.reader()?, pre_block: &pre_block };
-    let txs = outcomes(&shared, &mut slots, &base)?;
-    let threads = config.threads.get();
+
     let post_block = StateDiff::default();
-    let diff = sequential::merge_parts(&sequential::parts(&pre_block, &txs, &post_block), threads);
-    let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, stats);
+    let mut diff = StateDiff { accounts: finished.accounts, ..StateDiff::default() };
+    let txs = finished.txs;
+    sequential::add_codes_and_hashes(&mut diff, &sequential::parts(&pre_block, &txs, &post_block));
+    let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, finished.stats);
     if effects::has_post_block(block) {
         // The block-level effects see the state after every transaction: the merged diff.
         let mut state = BlockState::new(storage.reader()?, parent);
@@ -188,92 +171,74 @@ fn top_sender_count(block: &Block) -> usize {
     counts.values().copied().max().unwrap_or(0)
 }
 
-fn collect(
-    scheduler: &Scheduler,
-    txs: usize,
-    field: impl Fn(&scheduler::TxCounters) -> &AtomicUsize,
-) -> Vec<u32> {
-    (0..txs).map(|tx| field(scheduler.counters(tx)).load(Ordering::Relaxed) as u32).collect()
-}
-
-/// One transaction's latest output and its execution count.
-#[derive(Debug, Default)]
-struct TxSlot {
-    output: Mutex<Option<TxOutput>>,
-    executions: AtomicU32,
-}
-
-impl TxSlot {
-    fn output(&self) -> std::sync::MutexGuard<'_, Option<TxOutput>> {
-        self.output.lock().expect("output lock poisoned")
-    }
-
-    /// The final output, once the workers are gone.
-    fn take_output(&mut self) -> TxOutput {
-        let output = self.output.get_mut().expect("output lock poisoned").take();
-        output.expect("every transaction executed")
-    }
-}
-
 /// State of one parallel run, shared by its workers.
 struct Run<'a> {
     shared: &'a Shared<'a>,
     config: &'a ParallelConfig,
+    pre_block: &'a StateDiff,
     scheduler: Scheduler,
-    slots: Vec<CachePadded<TxSlot>>,
+    tail: Tail,
     error: Mutex<Option<ExecutionError>>,
-    fell_back: std::sync::atomic::AtomicBool,
+    fell_back: AtomicBool,
     total_executions: AtomicUsize,
     total_reruns: AtomicUsize,
 }
 
 impl<'a> Run<'a> {
-    fn new(shared: &'a Shared<'a>, config: &'a ParallelConfig) -> Self {
+    fn new(shared: &'a Shared<'a>, config: &'a ParallelConfig, pre_block: &'a StateDiff) -> Self {
         let txs = shared.block.transactions.len();
         Self {
             shared,
             config,
+            pre_block,
             scheduler: Scheduler::new(txs),
-            slots: (0..txs).map(|_| CachePadded::default()).collect(),
+            tail: Tail::new(config.threads.get()),
             error: Mutex::default(),
-            fell_back: Default::default(),
+            fell_back: AtomicBool::new(false),
             total_executions: AtomicUsize::new(0),
             total_reruns: AtomicUsize::new(0),
         }
     }
 
+    /// Records the first error and stops every worker, the tail included.
     fn fail(&self, error: ExecutionError) {
         self.error.lock().expect("error lock poisoned").get_or_insert(error);
         self.scheduler.halt();
+        self.tail.abandon();
     }
 
-    /// One worker's loop: take a task, run it, repeat until the block is done.
+    /// One worker: run tasks until the block is final, then take a share of the tail.
     fn work<R: StateReader>(
         &self,
         worker: usize,
         reader: impl FnOnce() -> Result<R, crate::storage::StorageError>,
-        pre_block: &'a crate::state::StateDiff,
     ) {
+        let _halt = HaltOnPanic(self);
         let reader = match reader() {
             Ok(reader) => reader,
             Err(e) => return self.fail(e.into()),
         };
-        let mut vm = Vm::new(self.shared, Base { reader, pre_block });
-        let _halt = HaltOnPanic(&self.scheduler);
+        let mut vm = Vm::new(self.shared, Base { reader, pre_block: self.pre_block });
+        self.run_tasks(worker, &mut vm);
+        tail::finish(self, worker, &mut vm);
+    }
+
+    fn run_tasks<R: StateReader>(&self, worker: usize, vm: &mut Vm<'_, R>) {
         let mut chaos = self.config.chaos.map(|seed| Chaos::new(seed, worker));
         let mut task: Option<Task> = None;
         let mut idle = 0u32;
+        let txs = self.shared.block.transactions.len();
         while !self.scheduler.is_done() {
             if let Some(chaos) = &mut chaos {
                 chaos.delay();
                 if task.is_none() {
                     task = chaos
-                        .extra_validation(self.slots.len())
+                        .extra_validation(txs)
                         .and_then(|tx| self.scheduler.extra_validation(tx));
                 }
             }
             task = match task {
-                Some(Task::Execute(version)) => self.execute(&mut vm, version),
+                Some(Task::Execute(version)) => self.execute(worker, vm, version),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let prefer_execution = chaos.as_mut().is_some_and(Chaos::prefer_execution);
@@ -292,9 +257,14 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn execute<R: StateReader>(&self, vm: &mut Vm<'_, R>, version: Version) -> Option<Task> {
+    fn execute<R: StateReader>(
+        &self,
+        worker: usize,
+        vm: &mut Vm<'_, R>,
+        version: Version,
+    ) -> Option<Task> {
         loop {
-            self.slots[version.tx].executions.fetch_add(1, Ordering::Relaxed);
+            self.scheduler.counters(version.tx).executions.fetch_add(1, Ordering::Relaxed);
             let executions = self.total_executions.fetch_add(1, Ordering::Relaxed) + 1;
             match vm.execute(version.tx) {
                 Err(e) => {
@@ -308,10 +278,9 @@ impl<'a> Run<'a> {
                         return None;
                     }
                 }
-                Ok(Attempt::Done(output, writes)) => {
-                    let wrote_new = self.shared.mv.record(version, writes);
-                    self.shared.mv.set_fee(version, output.lazy_fee(self.shared.block.beneficiary));
-                    *self.slots[version.tx].output() = Some(*output);
+                Ok(Attempt::Done(output, Written { writes, reads })) => {
+                    let written = Recorded { worker, writes, reads, fee: output.fee };
+                    let wrote_new = self.shared.mv.record(version, written, output);
                     return self.scheduler.finish_execution(version, wrote_new);
                 }
             }
@@ -319,14 +288,8 @@ impl<'a> Run<'a> {
     }
 
     fn validate(&self, version: Version) -> Option<Task> {
-        let valid = {
-            let output = self.slots[version.tx].output();
-            let reads = &output.as_ref().expect("validated after execution").reads;
-            reads
-                .iter()
-                .all(|r| self.shared.mv.still_valid(&r.location, version.tx, r.mode, &r.origin))
-        };
-        let aborted = !valid && self.scheduler.try_validation_abort(version);
+        let aborted = !self.shared.mv.validate_reads(version.tx)
+            && self.scheduler.try_validation_abort(version);
         if aborted {
             self.shared.mv.convert_writes_to_estimates(version.tx);
             self.total_reruns.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +299,7 @@ impl<'a> Run<'a> {
     }
 
     /// Stops the parallel run once aborts and suspensions show a dependency chain: the rest
-    /// runs in order (see `execute`).
+    /// runs in order (see `conclude`).
     fn check_chain(&self, executions: usize) {
         if !self.config.adaptive {
             return;
@@ -348,98 +311,69 @@ impl<'a> Run<'a> {
             self.scheduler.halt();
         }
     }
-}
 
-/// Completes a halted run in block order: keeps each output whose reads are still valid and
-/// re-executes the rest, now against final values of every earlier transaction.
-fn finish_in_order<R: StateReader>(
-    shared: &Shared<'_>,
-    run: &Run<'_>,
-    vm: &mut Vm<'_, R>,
-) -> Result<(), ExecutionError> {
-    for tx in 0..shared.block.transactions.len() {
-        let mut output = run.slots[tx].output();
-        // Only an executed transaction's writes are in the memory (not estimates).
-        let valid = run.scheduler.is_executed(tx)
-            && output.as_ref().is_some_and(|o| {
-                o.reads.iter().all(|r| shared.mv.still_valid(&r.location, tx, r.mode, &r.origin))
-            });
-        if valid {
-            continue;
+    /// Makes every transaction final once the workers have stopped (worker 0, while the
+    /// others wait): after an adaptive stop, either gives the block up to the sequential path
+    /// (returns false) or finishes it in order.
+    fn conclude<R: StateReader>(&self, vm: &mut Vm<'_, R>) -> Result<bool, ExecutionError> {
+        if !self.fell_back.load(Ordering::Relaxed) {
+            return Ok(true);
         }
-        run.slots[tx].executions.fetch_add(1, Ordering::Relaxed);
-        match vm.execute(tx)? {
-            Attempt::Done(new_output, writes) => {
-                let incarnation = run.scheduler.incarnation(tx) + 1;
-                let version = Version { tx, incarnation };
-                shared.mv.record(version, writes);
-                shared.mv.set_fee(version, new_output.lazy_fee(shared.block.beneficiary));
-                *output = Some(*new_output);
-            }
-            Attempt::Blocked(blocker) => {
-                return Err(ExecutionError::Evm {
-                    context: format!("tx {tx}"),
-                    message: format!("blocked on tx {blocker} although every earlier tx is final"),
-                });
-            }
+        // Finishing in order on the parallel path's VM reuses what is still valid, but costs
+        // about 1.7 times the sequential path per transaction (measured on the ERC-20
+        // workload): when the run stopped before it had done most of the block's work (its
+        // executions less its re-executions), running it afresh on the sequential path is
+        // cheaper.
+        let txs = self.shared.block.transactions.len();
+        let reruns = self.total_reruns.load(Ordering::Relaxed);
+        let useful = self.total_executions.load(Ordering::Relaxed).saturating_sub(reruns);
+        if (useful as f64) < self.config.restart_below * txs as f64 {
+            return Ok(false);
         }
+        self.finish_in_order(vm)?;
+        Ok(true)
     }
-    Ok(())
-}
 
-/// Builds the outcomes from the slots' outputs in block order, resolving each transaction's
-/// credits into the full account states sequential execution writes. One pass, so each output
-/// is touched once; only accounts that can be credited are followed.
-fn outcomes<R: StateReader>(
-    shared: &Shared<'_>,
-    slots: &mut [CachePadded<TxSlot>],
-    base: &Base<'_, R>,
-) -> Result<Vec<TxOutcome>, ExecutionError> {
-    let block = shared.block;
-    // Credits go to the beneficiary or to a plain transfer's recipient: known from the block.
-    let creditable: AddressSet = std::iter::once(block.beneficiary)
-        .chain(block.transactions.iter().filter_map(|tx| shared.lazy_recipient_candidate(tx)))
-        .collect();
-    let mut current: AddressMap<Option<Account>> = AddressMap::default();
-    let mut cumulative_gas = 0;
-    let mut txs = Vec::with_capacity(slots.len());
-    for (slot, tx) in slots.iter_mut().zip(&block.transactions) {
-        let TxOutput { result, mut changes, credits, .. } = slot.0.take_output();
-        for (address, change) in changes.accounts.iter() {
-            if creditable.contains(address) {
-                current.insert(*address, change.account);
+    /// Completes a halted run in block order: keeps each output whose reads are still valid
+    /// and re-executes the rest, now against final values of every earlier transaction.
+    fn finish_in_order<R: StateReader>(&self, vm: &mut Vm<'_, R>) -> Result<(), ExecutionError> {
+        for tx in 0..self.shared.block.transactions.len() {
+            // Only an executed transaction's writes are in the memory (not estimates).
+            if self.scheduler.is_executed(tx) && self.shared.mv.validate_reads(tx) {
+                continue;
+            }
+            self.scheduler.counters(tx).executions.fetch_add(1, Ordering::Relaxed);
+            match vm.execute(tx)? {
+                Attempt::Done(output, Written { writes, reads }) => {
+                    let incarnation = self.scheduler.incarnation(tx) + 1;
+                    let version = Version { tx, incarnation };
+                    let written = Recorded { worker: 0, writes, reads, fee: output.fee };
+                    self.shared.mv.record(version, written, output);
+                }
+                Attempt::Blocked(blocker) => {
+                    return Err(ExecutionError::Evm {
+                        context: format!("tx {tx}"),
+                        message: format!(
+                            "blocked on tx {blocker} although every earlier tx is final"
+                        ),
+                    });
+                }
             }
         }
-        for (address, amount) in credits {
-            let before = match current.get(&address) {
-                Some(account) => *account,
-                None => base.account(address)?,
-            };
-            let after = state::credited(before, amount, block.spec);
-            current.insert(address, after);
-            if after != before {
-                changes
-                    .accounts
-                    .insert(address, AccountDiff { account: after, ..Default::default() });
-            }
-        }
-        cumulative_gas += result.as_ref().map_or(0, |r| r.tx_gas_used());
-        txs.push(match result {
-            Ok(result) => sequential::executed(tx.tx_type, result, cumulative_gas, changes),
-            Err(invalid) => TxOutcome::invalid(invalid, tx.tx_type, cumulative_gas),
-        });
+        Ok(())
     }
-    Ok(txs)
 }
 
-/// Halts the scheduler when a worker panics, so the others stop instead of waiting forever
-/// for the task it left unfinished (the panic then reaches the caller through the scope).
-struct HaltOnPanic<'a>(&'a Scheduler);
+/// Halts the run when a worker panics, so the others stop instead of waiting forever for
+/// the task or the share of the tail it left unfinished (the panic then reaches the caller
+/// through the scope).
+struct HaltOnPanic<'a, 'r>(&'a Run<'r>);
 
-impl Drop for HaltOnPanic<'_> {
+impl Drop for HaltOnPanic<'_, '_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.halt();
+            self.0.scheduler.halt();
+            self.0.tail.abandon();
         }
     }
 }

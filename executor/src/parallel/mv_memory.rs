@@ -91,7 +91,7 @@ impl Hasher for WordHasher {
 type LocationMap<V> = HashMap<Location, V, BuildHasherDefault<WordHasher>>;
 
 /// What a transaction wrote at a location.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Write {
     Account(Option<Account>),
     Storage(U256),
@@ -198,15 +198,54 @@ impl Versions {
 /// At most this many shards; small blocks get fewer (allocating them is not free).
 const MAX_SHARDS: usize = 256;
 
-/// The multi-version store, sharded by location to keep lock contention low.
-pub(crate) struct MvMemory {
+/// The multi-version store, sharded by location to keep lock contention low. Besides the
+/// writes it keeps each transaction's latest output `O`, on the same cache lines as the
+/// bookkeeping of that transaction's writes, so recording an incarnation touches one of them.
+pub(crate) struct MvMemory<O> {
     shards: Vec<CachePadded<RwLock<LocationMap<Versions>>>>,
-    /// Locations each transaction's latest incarnation wrote.
-    last_written: Vec<CachePadded<Mutex<Vec<Location>>>>,
-    /// The block's beneficiary, whose fee credits live in `fees` rather than in a shard: every
-    /// transaction credits it, and one location written by all would serialize the workers.
+    txs: Vec<CachePadded<Mutex<TxRecord<O>>>>,
+    /// The block's beneficiary, whose fee credits are kept per transaction rather than in a
+    /// shard: every transaction credits it, and one location written by all would serialize
+    /// the workers.
     beneficiary: Address,
-    fees: Vec<CachePadded<Mutex<Fee>>>,
+}
+
+/// What the memory holds of a transaction's latest incarnation, beyond the shards.
+#[derive(Debug)]
+struct TxRecord<O> {
+    fee: Fee,
+    /// The worker that executed it, whose allocations `writes` and `reads` are.
+    worker: usize,
+    /// The writes it recorded in the shards.
+    writes: Vec<(Location, Write)>,
+    /// What it read, for validation.
+    reads: Vec<Read>,
+    output: Option<O>,
+}
+
+impl<O> Default for TxRecord<O> {
+    fn default() -> Self {
+        Self { fee: Fee::Pending, worker: 0, writes: Vec::new(), reads: Vec::new(), output: None }
+    }
+}
+
+/// What an incarnation leaves in the memory besides its output.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    /// The worker that executed it.
+    pub(crate) worker: usize,
+    pub(crate) writes: Vec<(Location, Write)>,
+    pub(crate) reads: Vec<Read>,
+    /// The fee it credits the beneficiary without reading it (`None`: nothing).
+    pub(crate) fee: Option<U256>,
+}
+
+/// One read of one location, as validation re-checks it.
+#[derive(Clone, Debug)]
+pub(crate) struct Read {
+    pub(crate) location: Location,
+    pub(crate) mode: ReadMode,
+    pub(crate) origin: Origin,
 }
 
 /// A transaction's fee credit to the beneficiary, as far as readers can tell.
@@ -222,13 +261,13 @@ enum Fee {
     Paid(Incarnation, Option<U256>),
 }
 
-impl std::fmt::Debug for MvMemory {
+impl<O> std::fmt::Debug for MvMemory<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MvMemory").field("txs", &self.last_written.len()).finish_non_exhaustive()
+        f.debug_struct("MvMemory").field("txs", &self.txs.len()).finish_non_exhaustive()
     }
 }
 
-impl MvMemory {
+impl<O> MvMemory<O> {
     pub(crate) fn new(txs: usize, beneficiary: Address) -> Self {
         let shards = (txs / 4).next_power_of_two().clamp(16, MAX_SHARDS);
         // About three written locations per transaction, spread over the shards.
@@ -240,9 +279,8 @@ impl MvMemory {
                     CachePadded(RwLock::new(map))
                 })
                 .collect(),
-            last_written: (0..txs).map(|_| CachePadded::default()).collect(),
+            txs: (0..txs).map(|_| CachePadded::default()).collect(),
             beneficiary,
-            fees: (0..txs).map(|_| CachePadded::default()).collect(),
         }
     }
 
@@ -266,13 +304,26 @@ impl MvMemory {
         self.shards[self.shard_index(location)].write().expect("mv memory lock poisoned")
     }
 
-    /// Records the writes of `version`, replacing its previous incarnation's. Returns whether it
-    /// wrote a location the previous incarnation did not (later reads must be revalidated).
-    pub(crate) fn record(&self, version: Version, writes: Vec<(Location, Write)>) -> bool {
-        let locations: Vec<Location> = writes.iter().map(|(l, _)| *l).collect();
-        for (location, write) in writes {
-            let entry = Entry::Written(version.incarnation, write);
-            match self.shard_mut(&location).entry(location) {
+    fn tx(&self, tx: TxIdx) -> std::sync::MutexGuard<'_, TxRecord<O>> {
+        self.txs[tx].lock().expect("mv memory lock poisoned")
+    }
+
+    /// Records what `version` wrote and read, and its output, replacing its previous
+    /// incarnation's. Returns whether it wrote a location the previous incarnation did not
+    /// (later reads must be revalidated).
+    pub(crate) fn record(&self, version: Version, recorded: Recorded, output: O) -> bool {
+        let Recorded { worker, writes, reads, fee } = recorded;
+        let mut record = self.tx(version.tx);
+        let previous = &record.writes;
+        let wrote_new = writes.iter().any(|(l, _)| !previous.iter().any(|(p, _)| p == l));
+        for (stale, _) in previous.iter().filter(|(p, _)| !writes.iter().any(|(l, _)| l == p)) {
+            if let Some(versions) = self.shard_mut(stale).get_mut(stale) {
+                versions.remove(version.tx);
+            }
+        }
+        for (location, write) in &writes {
+            let entry = Entry::Written(version.incarnation, *write);
+            match self.shard_mut(location).entry(*location) {
                 std::collections::hash_map::Entry::Occupied(mut versions) => {
                     versions.get_mut().insert(version.tx, entry);
                 }
@@ -281,37 +332,52 @@ impl MvMemory {
                 }
             }
         }
-        let mut previous = self.last_written[version.tx].lock().expect("lock poisoned");
-        let mut wrote_new = false;
-        for location in &locations {
-            if !previous.contains(location) {
-                wrote_new = true;
-            }
-        }
-        for stale in previous.iter().filter(|l| !locations.contains(l)) {
-            if let Some(versions) = self.shard_mut(stale).get_mut(stale) {
-                versions.remove(version.tx);
-            }
-        }
-        *previous = locations;
+        let fee = Fee::Paid(version.incarnation, fee);
+        *record = TxRecord { fee, worker, writes, reads, output: Some(output) };
         wrote_new
-    }
-
-    /// Records what `version` credits the beneficiary without reading it (`None`: nothing).
-    pub(crate) fn set_fee(&self, version: Version, fee: Option<U256>) {
-        *self.fees[version.tx].lock().expect("fee lock poisoned") =
-            Fee::Paid(version.incarnation, fee);
     }
 
     /// Marks every write of `tx` as an estimate (after its incarnation was aborted).
     pub(crate) fn convert_writes_to_estimates(&self, tx: TxIdx) {
-        *self.fees[tx].lock().expect("fee lock poisoned") = Fee::Estimate;
-        let written = self.last_written[tx].lock().expect("lock poisoned");
-        for location in written.iter() {
+        let mut record = self.tx(tx);
+        record.fee = Fee::Estimate;
+        for (location, _) in &record.writes {
             if let Some(versions) = self.shard_mut(location).get_mut(location) {
                 versions.insert(tx, Entry::Estimate);
             }
         }
+    }
+
+    /// Runs `f` on the latest output of `tx` (`None` before its first execution).
+    pub(crate) fn with_output<T>(&self, tx: TxIdx, f: impl FnOnce(Option<&O>) -> T) -> T {
+        f(self.tx(tx).output.as_ref())
+    }
+
+    /// Takes the latest output of `tx` once the block is final. Its reads and writes stay
+    /// until the memory is dropped: freeing them here, on whichever worker builds the
+    /// outcome, would contend for the allocator with the worker that allocated them.
+    pub(crate) fn take_output(&self, tx: TxIdx) -> Option<O> {
+        self.tx(tx).output.take()
+    }
+
+    /// Frees the reads and writes that `worker` allocated, once the block is final: each
+    /// worker frees its own, side by side and without contending for the allocator.
+    pub(crate) fn free_records_of(&self, worker: usize) {
+        for tx in 0..self.txs.len() {
+            let mut record = self.tx(tx);
+            if record.worker == worker {
+                let record = &mut *record;
+                drop((std::mem::take(&mut record.writes), std::mem::take(&mut record.reads)));
+            }
+        }
+    }
+
+    /// Whether every read of the latest incarnation of `tx` would still find the same
+    /// versions (false before its first execution).
+    pub(crate) fn validate_reads(&self, tx: TxIdx) -> bool {
+        let record = self.tx(tx);
+        record.output.is_some()
+            && record.reads.iter().all(|r| self.still_valid(&r.location, tx, r.mode, &r.origin))
     }
 
     /// What transaction `tx` reads at `location`.
@@ -335,7 +401,7 @@ impl MvMemory {
     fn read_fees(&self, tx: TxIdx, found: &mut Found) -> Result<(), Blocked> {
         let from = found.origin.base.map_or(0, |v| v.tx + 1);
         for payer in (from..tx).rev() {
-            match *self.fees[payer].lock().expect("fee lock poisoned") {
+            match self.tx(payer).fee {
                 Fee::Estimate => return Err(Blocked(payer)),
                 Fee::Pending => {
                     found.origin.credits.push(Version { tx: payer, incarnation: Incarnation::MAX });
@@ -375,7 +441,7 @@ impl MvMemory {
                 }
                 Entry::Written(incarnation, write) => {
                     found.origin.base = Some(Version { tx: writer, incarnation: *incarnation });
-                    found.write = Some(write.clone());
+                    found.write = Some(*write);
                     break;
                 }
             }
@@ -409,15 +475,21 @@ mod tests {
         Location::Storage(Address::ZERO, U256::from(i))
     }
 
+    /// Records writes with no fee and no output.
+    fn record(mv: &MvMemory<()>, version: Version, writes: Vec<(Location, Write)>) -> bool {
+        let recorded = Recorded { worker: 0, writes, reads: Vec::new(), fee: None };
+        mv.record(version, recorded, ())
+    }
+
     fn account(balance: u64) -> Write {
         Write::Account(Some(Account::with_balance(U256::from(balance))))
     }
 
     #[test]
     fn reads_see_the_highest_lower_write() {
-        let mv = MvMemory::new(4, BENEFICIARY);
-        mv.record(v(0, 0), vec![(slot(1), Write::Storage(U256::from(10)))]);
-        mv.record(v(2, 0), vec![(slot(1), Write::Storage(U256::from(20)))]);
+        let mv = MvMemory::<()>::new(4, BENEFICIARY);
+        record(&mv, v(0, 0), vec![(slot(1), Write::Storage(U256::from(10)))]);
+        record(&mv, v(2, 0), vec![(slot(1), Write::Storage(U256::from(20)))]);
         let at = |tx| mv.read(&slot(1), tx, ReadMode::Full).unwrap();
         assert_eq!(at(0).write, None, "tx 0 reads the base state");
         assert_eq!(at(1).write, Some(Write::Storage(U256::from(10))));
@@ -428,14 +500,15 @@ mod tests {
 
     #[test]
     fn estimates_block_and_new_incarnations_replace() {
-        let mv = MvMemory::new(3, BENEFICIARY);
-        assert!(mv.record(v(1, 0), vec![(slot(1), Write::Storage(U256::from(1)))]));
+        let mv = MvMemory::<()>::new(3, BENEFICIARY);
+        assert!(record(&mv, v(1, 0), vec![(slot(1), Write::Storage(U256::from(1)))]));
         let before = mv.read(&slot(1), 2, ReadMode::Full).unwrap().origin;
         mv.convert_writes_to_estimates(1);
         assert_eq!(mv.read(&slot(1), 2, ReadMode::Full).unwrap_err(), Blocked(1));
         assert!(!mv.still_valid(&slot(1), 2, ReadMode::Full, &before));
         // The next incarnation writes the same slot plus a new one, and drops nothing.
-        assert!(mv.record(
+        assert!(record(
+            &mv,
             v(1, 1),
             vec![
                 (slot(1), Write::Storage(U256::from(2))),
@@ -444,17 +517,17 @@ mod tests {
         ));
         assert_eq!(mv.read(&slot(1), 2, ReadMode::Full).unwrap().origin.base, Some(v(1, 1)));
         // A third incarnation that no longer writes slot 2 removes its old entry.
-        assert!(!mv.record(v(1, 2), vec![(slot(1), Write::Storage(U256::from(2)))]));
+        assert!(!record(&mv, v(1, 2), vec![(slot(1), Write::Storage(U256::from(2)))]));
         assert_eq!(mv.read(&slot(2), 2, ReadMode::Full).unwrap().write, None);
     }
 
     #[test]
     fn credits_stack_on_the_latest_write() {
-        let mv = MvMemory::new(5, BENEFICIARY);
+        let mv = MvMemory::<()>::new(5, BENEFICIARY);
         let a = Location::Account(Address::ZERO);
-        mv.record(v(0, 0), vec![(a, account(100))]);
-        mv.record(v(1, 0), vec![(a, Write::Credit(U256::from(5)))]);
-        mv.record(v(3, 0), vec![(a, Write::Credit(U256::from(7)))]);
+        record(&mv, v(0, 0), vec![(a, account(100))]);
+        record(&mv, v(1, 0), vec![(a, Write::Credit(U256::from(5)))]);
+        record(&mv, v(3, 0), vec![(a, Write::Credit(U256::from(7)))]);
         let full = mv.read(&a, 4, ReadMode::Full).unwrap();
         assert_eq!(full.write, Some(account(100)));
         assert_eq!(full.credits, vec![U256::from(5), U256::from(7)]);
@@ -462,23 +535,28 @@ mod tests {
         // A credit-blind read depends on the write only, so a new credit does not invalidate it.
         let blind = mv.read(&a, 4, ReadMode::IgnoreCredits).unwrap();
         assert!(blind.credits.is_empty());
-        mv.record(v(2, 0), vec![(a, Write::Credit(U256::from(1)))]);
+        record(&mv, v(2, 0), vec![(a, Write::Credit(U256::from(1)))]);
         assert!(mv.still_valid(&a, 4, ReadMode::IgnoreCredits, &blind.origin));
         assert!(!mv.still_valid(&a, 4, ReadMode::Full, &full.origin));
     }
 
     #[test]
     fn beneficiary_fees_are_read_from_their_payers() {
-        let mv = MvMemory::new(4, BENEFICIARY);
+        let mv = MvMemory::<()>::new(4, BENEFICIARY);
         let b = Location::Account(BENEFICIARY);
-        mv.record(v(0, 0), vec![(b, account(100))]);
-        mv.set_fee(v(0, 0), None);
-        mv.set_fee(v(1, 0), Some(U256::from(5)));
+        record(&mv, v(0, 0), vec![(b, account(100))]);
+        let fee = |fee: u64| Recorded {
+            worker: 0,
+            writes: Vec::new(),
+            reads: Vec::new(),
+            fee: Some(U256::from(fee)),
+        };
+        mv.record(v(1, 0), fee(5), ());
         // Tx 2 has not run: read optimistically as no fee, with a version that cannot match.
         let found = mv.read(&b, 3, ReadMode::Full).unwrap();
         assert_eq!(found.write, Some(account(100)));
         assert_eq!(found.credits, vec![U256::from(5)]);
-        mv.set_fee(v(2, 0), Some(U256::from(7)));
+        mv.record(v(2, 0), fee(7), ());
         assert!(!mv.still_valid(&b, 3, ReadMode::Full, &found.origin));
         assert_eq!(
             mv.read(&b, 3, ReadMode::Full).unwrap().credits,

@@ -27,6 +27,7 @@ pub(crate) enum Task {
 /// Per-transaction counters for the outcome's statistics.
 #[derive(Debug, Default)]
 pub(crate) struct TxCounters {
+    pub(crate) executions: AtomicUsize,
     pub(crate) validations: AtomicUsize,
     pub(crate) aborts: AtomicUsize,
     pub(crate) suspensions: AtomicUsize,

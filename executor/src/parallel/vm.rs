@@ -1,7 +1,7 @@
 //! Executing one transaction incarnation against the multi-version memory: a `revm::Database`
 //! that records what it read, and a handler that defers the beneficiary's fee.
 
-use super::mv_memory::{Blocked, Found, Location, MvMemory, Origin, ReadMode, TxIdx, Write};
+use super::mv_memory::{Blocked, Found, Location, MvMemory, Read, ReadMode, TxIdx, Write};
 use crate::{
     block::Block,
     block_state::{evm_state_changes, to_revm_info},
@@ -9,7 +9,7 @@ use crate::{
     state::{Account, StateDiff, credited},
     storage::{StateReader, StorageError},
 };
-use alloy_primitives::map::B256Map;
+use alloy_primitives::map::{AddressSet, B256Map};
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, TxKind, U256};
 use revm::{
     Context, Database, ExecuteEvm, MainBuilder, MainContext, MainnetEvm,
@@ -27,30 +27,20 @@ use revm::{
 };
 use std::{marker::PhantomData, sync::RwLock};
 
-/// One read of one location, as validation re-checks it.
-#[derive(Clone, Debug)]
-pub(crate) struct Read {
-    pub(crate) location: Location,
-    pub(crate) mode: ReadMode,
-    pub(crate) origin: Origin,
-}
-
 /// What an incarnation produced.
 #[derive(Clone, Debug)]
 pub(crate) struct TxOutput {
     pub(crate) result: Result<ExecutionResult, InvalidTransaction>,
     /// The changes that are final as they stand (everything but credits).
     pub(crate) changes: StateDiff,
-    /// Balance credits applied without reading the balance: resolved in block order at the end.
-    pub(crate) credits: Vec<(Address, U256)>,
-    pub(crate) reads: Vec<Read>,
-}
-
-impl TxOutput {
-    /// The fee credited to `beneficiary` without reading it, if any.
-    pub(crate) fn lazy_fee(&self, beneficiary: Address) -> Option<U256> {
-        self.credits.iter().find(|(a, _)| *a == beneficiary).map(|(_, fee)| *fee)
-    }
+    /// The beneficiary's fee, when paid without reading its balance. This and `credit` are
+    /// resolved in block order at the end.
+    pub(crate) fee: Option<U256>,
+    /// The value a plain transfer credits its code-less recipient without reading it.
+    pub(crate) credit: Option<(Address, U256)>,
+    /// Accounts in `changes` that some transaction of the block may credit: their values
+    /// are where those credits start from.
+    pub(crate) creditable: Vec<Address>,
 }
 
 /// Why a read could not complete.
@@ -107,8 +97,10 @@ pub(crate) type CodeCache = RwLock<B256Map<Bytecode>>;
 #[derive(Debug)]
 pub(crate) struct Shared<'a> {
     pub(crate) block: &'a Block,
-    pub(crate) mv: MvMemory,
+    pub(crate) mv: MvMemory<TxOutput>,
     pub(crate) codes: CodeCache,
+    /// Accounts that can be credited: the beneficiary and the recipients of plain transfers.
+    pub(crate) creditable: AddressSet,
     block_env: BlockEnv,
     cfg_env: CfgEnv,
     precompiles: &'static Precompiles,
@@ -116,14 +108,20 @@ pub(crate) struct Shared<'a> {
 
 impl<'a> Shared<'a> {
     pub(crate) fn new(block: &'a Block) -> Self {
-        Self {
+        let mut shared = Self {
             block,
             mv: MvMemory::new(block.transactions.len(), block.beneficiary),
             codes: RwLock::default(),
+            creditable: AddressSet::default(),
             block_env: block.block_env(),
             cfg_env: block.cfg_env(),
             precompiles: Precompiles::new(PrecompileSpecId::from_spec_id(block.spec)),
-        }
+        };
+        let recipients =
+            block.transactions.iter().filter_map(|tx| shared.lazy_recipient_candidate(tx));
+        let creditable = std::iter::once(block.beneficiary).chain(recipients).collect();
+        shared.creditable = creditable;
+        shared
     }
 
     /// The recipient of a plain value transfer, whose balance can be credited lazily: it must
@@ -268,9 +266,19 @@ impl<R: StateReader> std::fmt::Debug for Vm<'_, R> {
     }
 }
 
+/// What an incarnation wrote and read, for the multi-version memory.
+pub(crate) struct Written {
+    pub(crate) writes: Vec<(Location, Write)>,
+    pub(crate) reads: Vec<Read>,
+}
+
 /// The outcome of one attempt to execute an incarnation.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per execution and taken apart at once; a box would cost an allocation"
+)]
 pub(crate) enum Attempt {
-    Done(Box<TxOutput>, Vec<(Location, Write)>),
+    Done(TxOutput, Written),
     Blocked(TxIdx),
 }
 
@@ -291,6 +299,11 @@ impl<'a, R: StateReader> Vm<'a, R> {
             .with_cfg(shared.cfg_env.clone())
             .build_mainnet();
         Self { evm }
+    }
+
+    /// The state before the block's transactions, as this VM reads it.
+    pub(crate) fn base(&self) -> &Base<'a, R> {
+        &self.evm.ctx.journaled_state.database.base
     }
 
     /// Executes transaction `tx` once, against what the transactions before it wrote.
@@ -318,10 +331,11 @@ impl<'a, R: StateReader> Vm<'a, R> {
                 let output = TxOutput {
                     result: Err(invalid),
                     changes: StateDiff::default(),
-                    credits: Vec::new(),
-                    reads,
+                    fee: None,
+                    credit: None,
+                    creditable: Vec::new(),
                 };
-                return Ok(Attempt::Done(Box::new(output), Vec::new()));
+                return Ok(Attempt::Done(output, Written { writes: Vec::new(), reads }));
             }
             Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => {
                 return Ok(Attempt::Blocked(blocker));
@@ -335,25 +349,26 @@ impl<'a, R: StateReader> Vm<'a, R> {
             }
         };
 
-        let mut credits = Vec::new();
+        let mut credit = None;
         if view.lazy_engaged {
             let recipient = view.lazy_candidate.expect("engaged implies a candidate");
             if let Some(account) = state.remove(&recipient)
                 && account.is_touched()
                 && !account.info.balance.is_zero()
             {
-                credits.push((recipient, account.info.balance));
+                credit = Some((recipient, account.info.balance));
             }
         }
         let fee = beneficiary_fee(tx_env, block, &result);
-        match state.get_mut(&block.beneficiary) {
+        let fee = match state.get_mut(&block.beneficiary) {
             // The transaction read the beneficiary itself: pay the fee as revm would have.
             Some(account) => {
                 account.mark_touch();
                 account.info.balance = account.info.balance.saturating_add(fee);
+                None
             }
-            None => credits.push((block.beneficiary, fee)),
-        }
+            None => Some(fee),
+        };
 
         let mut accounts_changed = Vec::new();
         let changes = evm_state_changes(&state, block.spec, |a| accounts_changed.push(a));
@@ -367,14 +382,14 @@ impl<'a, R: StateReader> Vm<'a, R> {
                 }
             }
         }
-        let writes = write_set(&changes, &accounts_changed, &credits, block.beneficiary);
+        let writes = write_set(&changes, &accounts_changed, credit);
+        let creditable =
+            changes.accounts.keys().filter(|a| shared.creditable.contains(*a)).copied().collect();
         // Resolved credits join these changes at the end: leave room for them now.
         let mut changes = changes;
-        changes.accounts.reserve(credits.len());
-        Ok(Attempt::Done(
-            Box::new(TxOutput { result: Ok(result), changes, credits, reads }),
-            writes,
-        ))
+        changes.accounts.reserve(usize::from(fee.is_some()) + usize::from(credit.is_some()));
+        let output = TxOutput { result: Ok(result), changes, fee, credit, creditable };
+        Ok(Attempt::Done(output, Written { writes, reads }))
     }
 }
 
@@ -396,10 +411,10 @@ fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 
 fn write_set(
     changes: &StateDiff,
     accounts_changed: &[Address],
-    credits: &[(Address, U256)],
-    beneficiary: Address,
+    credit: Option<(Address, U256)>,
 ) -> Vec<(Location, Write)> {
-    let mut writes = Vec::new();
+    let slots: usize = changes.accounts.values().map(|c| c.storage.len()).sum();
+    let mut writes = Vec::with_capacity(slots + 2 * changes.accounts.len() + 1);
     for (address, change) in &changes.accounts {
         if accounts_changed.contains(address) {
             writes.push((Location::Account(*address), Write::Account(change.account)));
@@ -411,9 +426,9 @@ fn write_set(
             writes.push((Location::Storage(*address, *slot), Write::Storage(*value)));
         }
     }
-    // The beneficiary's fee is recorded apart (`MvMemory::set_fee`).
-    for (address, amount) in credits.iter().filter(|(a, _)| *a != beneficiary) {
-        writes.push((Location::Account(*address), Write::Credit(*amount)));
+    // The beneficiary's fee is recorded apart (see `MvMemory::record`).
+    if let Some((address, amount)) = credit {
+        writes.push((Location::Account(address), Write::Credit(amount)));
     }
     writes
 }
