@@ -240,18 +240,19 @@ impl<R: StateReader> BlockState<R> {
 
 /// The diff of one transaction's journal output: every touched account that really changed.
 pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
-    evm_state_changes(state, spec, |_| {})
+    evm_state_changes(state, spec, 0, |_| {})
 }
 
 /// [`evm_state_diff`], also naming each account whose own fields (existence, nonce, balance,
-/// code) changed, as opposed to only its storage.
+/// code) changed, as opposed to only its storage, with room for `spare` more accounts.
 pub(crate) fn evm_state_changes(
     state: &EvmState,
     spec: SpecId,
+    spare: usize,
     mut account_changed: impl FnMut(Address),
 ) -> StateDiff {
     let mut diff = StateDiff::default();
-    let mut accounts = Vec::with_capacity(state.len());
+    let mut accounts = Vec::with_capacity(state.len() + spare);
     for (address, account) in state {
         if !account.is_touched() {
             continue;

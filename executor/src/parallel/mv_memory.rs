@@ -7,7 +7,10 @@ use alloy_primitives::{Address, U256};
 use std::{
     collections::HashMap,
     hash::{BuildHasher, BuildHasherDefault, Hash, Hasher},
-    sync::{Mutex, RwLock},
+    sync::{
+        Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 pub(crate) type TxIdx = usize;
@@ -89,6 +92,10 @@ impl Hasher for WordHasher {
 }
 
 type LocationMap<V> = HashMap<Location, V, BuildHasherDefault<WordHasher>>;
+
+fn hash(location: &Location) -> u64 {
+    BuildHasherDefault::<WordHasher>::default().hash_one(location)
+}
 
 /// What a transaction wrote at a location.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +210,12 @@ const MAX_SHARDS: usize = 256;
 /// bookkeeping of that transaction's writes, so recording an incarnation touches one of them.
 pub(crate) struct MvMemory<O> {
     shards: Vec<CachePadded<RwLock<LocationMap<Versions>>>>,
+    /// One bit per hash of the locations ever written: a read whose bit is clear has nothing
+    /// to find and takes no lock, which spares most reads of independent transactions (and
+    /// every read of a hot contract nobody writes) the shard lock's shared cache line. A
+    /// write sets its bit before its entry appears, so a read that misses a write happened
+    /// as if before it, and validation, which comes after the write, sees the bit.
+    written: Box<[AtomicU64]>,
     txs: Vec<CachePadded<Mutex<TxRecord<O>>>>,
     /// The block's beneficiary, whose fee credits are kept per transaction rather than in a
     /// shard: every transaction credits it, and one location written by all would serialize
@@ -272,7 +285,9 @@ impl<O> MvMemory<O> {
         let shards = (txs / 4).next_power_of_two().clamp(16, MAX_SHARDS);
         // About three written locations per transaction, spread over the shards.
         let per_shard = 3 * txs / shards + 4;
+        let written_bits = (3 * txs * 16).next_power_of_two().max(4096);
         Self {
+            written: (0..written_bits / 64).map(|_| AtomicU64::new(0)).collect(),
             shards: (0..shards)
                 .map(|_| {
                     let map = LocationMap::with_capacity_and_hasher(per_shard, Default::default());
@@ -287,8 +302,26 @@ impl<O> MvMemory<O> {
     fn shard_index(&self, location: &Location) -> usize {
         // Middle bits pick the shard: the map inside uses the low bits for the bucket and
         // the top seven as tags, and sharing either across a shard would defeat it.
-        let hash = BuildHasherDefault::<WordHasher>::default().hash_one(location);
-        (hash >> 32) as usize % self.shards.len()
+        (hash(location) >> 32) as usize % self.shards.len()
+    }
+
+    /// The bit of `written` for `location`: a word and a mask (low bits of the hash).
+    fn written_bit(&self, location: &Location) -> (&AtomicU64, u64) {
+        let hash = hash(location) as usize;
+        let word = (hash / 64) & (self.written.len() - 1);
+        (&self.written[word], 1 << (hash % 64))
+    }
+
+    fn mark_written(&self, location: &Location) {
+        let (word, mask) = self.written_bit(location);
+        if word.load(Ordering::Relaxed) & mask == 0 {
+            word.fetch_or(mask, Ordering::Release);
+        }
+    }
+
+    fn maybe_written(&self, location: &Location) -> bool {
+        let (word, mask) = self.written_bit(location);
+        word.load(Ordering::Acquire) & mask != 0
     }
 
     /// A shard for reading: readers of a hot location (a token contract) do not exclude
@@ -322,6 +355,7 @@ impl<O> MvMemory<O> {
             }
         }
         for (location, write) in &writes {
+            self.mark_written(location);
             let entry = Entry::Written(version.incarnation, *write);
             match self.shard_mut(location).entry(*location) {
                 std::collections::hash_map::Entry::Occupied(mut versions) => {
@@ -425,6 +459,9 @@ impl<O> MvMemory<O> {
         mode: ReadMode,
         found: &mut Found,
     ) -> Result<(), Blocked> {
+        if !self.maybe_written(location) {
+            return Ok(());
+        }
         let shard = self.shard(location);
         let Some(versions) = shard.get(location) else { return Ok(()) };
         for &(writer, ref entry) in versions.below(tx) {

@@ -371,7 +371,9 @@ impl<'a, R: StateReader> Vm<'a, R> {
         };
 
         let mut accounts_changed = Vec::new();
-        let changes = evm_state_changes(&state, block.spec, |a| accounts_changed.push(a));
+        // Resolved credits join these changes at the end: leave room for them now.
+        let spare = usize::from(fee.is_some()) + usize::from(credit.is_some());
+        let changes = evm_state_changes(&state, block.spec, spare, |a| accounts_changed.push(a));
         if !changes.codes.is_empty() {
             let mut codes = shared.codes.write().expect("code cache poisoned");
             for account in state.values() {
@@ -385,9 +387,6 @@ impl<'a, R: StateReader> Vm<'a, R> {
         let writes = write_set(&changes, &accounts_changed, credit);
         let creditable =
             changes.accounts.keys().filter(|a| shared.creditable.contains(*a)).copied().collect();
-        // Resolved credits join these changes at the end: leave room for them now.
-        let mut changes = changes;
-        changes.accounts.reserve(usize::from(fee.is_some()) + usize::from(credit.is_some()));
         let output = TxOutput { result: Ok(result), changes, fee, credit, creditable };
         Ok(Attempt::Done(output, Written { writes, reads }))
     }
