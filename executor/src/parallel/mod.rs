@@ -36,7 +36,7 @@ use std::{
     },
 };
 use tail::Tail;
-use vm::{Attempt, Base, Shared, Vm, Written};
+use vm::{Attempt, Base, Shared, Vm};
 
 /// How the parallel path runs a block.
 #[derive(Clone, Debug, PartialEq)]
@@ -278,7 +278,7 @@ impl<'a> Run<'a> {
                         return None;
                     }
                 }
-                Ok(Attempt::Done(output, Written { writes, reads })) => {
+                Ok(Attempt::Done { output, writes, reads }) => {
                     let written = Recorded { worker, writes, reads, fee: output.fee };
                     let wrote_new = self.shared.mv.record(version, written, output);
                     return self.scheduler.finish_execution(version, wrote_new);
@@ -344,7 +344,7 @@ impl<'a> Run<'a> {
             }
             self.scheduler.counters(tx).executions.fetch_add(1, Ordering::Relaxed);
             match vm.execute(tx)? {
-                Attempt::Done(output, Written { writes, reads }) => {
+                Attempt::Done { output, writes, reads } => {
                     let incarnation = self.scheduler.incarnation(tx) + 1;
                     let version = Version { tx, incarnation };
                     let written = Recorded { worker: 0, writes, reads, fee: output.fee };

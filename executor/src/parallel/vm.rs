@@ -266,19 +266,18 @@ impl<R: StateReader> std::fmt::Debug for Vm<'_, R> {
     }
 }
 
-/// What an incarnation wrote and read, for the multi-version memory.
-pub(crate) struct Written {
-    pub(crate) writes: Vec<(Location, Write)>,
-    pub(crate) reads: Vec<Read>,
-}
-
 /// The outcome of one attempt to execute an incarnation.
 #[expect(
     clippy::large_enum_variant,
     reason = "returned once per execution and taken apart at once; a box would cost an allocation"
 )]
 pub(crate) enum Attempt {
-    Done(TxOutput, Written),
+    /// Its output, and what it wrote and read, for the multi-version memory.
+    Done {
+        output: TxOutput,
+        writes: Vec<(Location, Write)>,
+        reads: Vec<Read>,
+    },
     Blocked(TxIdx),
 }
 
@@ -335,7 +334,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
                     credit: None,
                     creditable: Vec::new(),
                 };
-                return Ok(Attempt::Done(output, Written { writes: Vec::new(), reads }));
+                return Ok(Attempt::Done { output, writes: Vec::new(), reads });
             }
             Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => {
                 return Ok(Attempt::Blocked(blocker));
@@ -388,7 +387,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
         let creditable =
             changes.accounts.keys().filter(|a| shared.creditable.contains(*a)).copied().collect();
         let output = TxOutput { result: Ok(result), changes, fee, credit, creditable };
-        Ok(Attempt::Done(output, Written { writes, reads }))
+        Ok(Attempt::Done { output, writes, reads })
     }
 }
 
