@@ -388,7 +388,7 @@ impl<O> MvMemory<O> {
     }
 
     /// Takes the latest output of `tx` once the block is final. Its reads and writes stay
-    /// until the memory is dropped: freeing them here, on whichever worker builds the
+    /// for [`Self::free_records_of`]: freeing them here, on whichever worker builds the
     /// outcome, would contend for the allocator with the worker that allocated them.
     pub(crate) fn take_output(&self, tx: TxIdx) -> Option<O> {
         self.tx(tx).output.take()
