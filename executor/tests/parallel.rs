@@ -101,3 +101,23 @@ fn small_or_transfer_only_blocks_take_the_sequential_path() {
     let parallel = ParallelConfig { max_sender_share: 1.0, ..config };
     assert!(!assert_identical(&chained, &parallel).stats.sequential);
 }
+
+#[test]
+fn same_sender_transactions_wait_for_each_other_instead_of_reexecuting() {
+    // Every other transaction is one sender's: each reads the nonce and token balance its
+    // predecessor writes. Without waiting for that predecessor, two threads would execute
+    // some of them too early and re-execute them.
+    let mut workload = WorkloadKind::Erc20Transfers.generate(80 * 50_400);
+    let sender = workload.block.transactions[0].caller;
+    for (i, tx) in workload.block.transactions.iter_mut().enumerate().step_by(2) {
+        tx.caller = sender;
+        tx.nonce = i as u64 / 2;
+    }
+    for config in [
+        ParallelConfig::always_parallel(2),
+        ParallelConfig { chaos: Some(3), ..ParallelConfig::always_parallel(3) },
+    ] {
+        let outcome = assert_identical(&workload, &config);
+        assert_eq!(outcome.stats.re_executions(), 0, "{config:?}");
+    }
+}

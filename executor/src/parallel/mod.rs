@@ -24,9 +24,9 @@ use crate::{
     state::StateDiff,
     storage::{StateReader, Storage},
 };
-use alloy_primitives::map::AddressMap;
+use alloy_primitives::map::{AddressMap, Entry};
 use chaos::Chaos;
-use mv_memory::{Recorded, Version};
+use mv_memory::{Recorded, TxIdx, Version};
 use scheduler::{Scheduler, Task};
 use std::{
     num::NonZeroUsize,
@@ -103,12 +103,13 @@ pub fn execute<S: Storage + ?Sized>(
     config: &ParallelConfig,
 ) -> Result<BlockOutcome, ExecutionError> {
     let txs = block.transactions.len();
+    let senders = Senders::of(block);
     let contract_gas = contract_gas(block);
     let transfer_heavy = contract_gas / (txs.max(1) as u64) < config.min_gas_per_tx;
     if txs < config.min_txs.max(2)
         || contract_gas < config.min_gas
         || transfer_heavy
-        || top_sender_count(block) as f64 > config.max_sender_share * txs as f64
+        || senders.top_count as f64 > config.max_sender_share * txs as f64
     {
         return sequential::execute(storage, block);
     }
@@ -116,7 +117,7 @@ pub fn execute<S: Storage + ?Sized>(
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
 
     let shared = Shared::new(block);
-    let run = Run::new(&shared, config, &pre_block);
+    let run = Run::new(&shared, config, &pre_block, senders.previous);
     std::thread::scope(|scope| {
         for worker in 1..config.threads.get() {
             let run = &run;
@@ -162,13 +163,35 @@ fn contract_gas(block: &Block) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// How many transactions the most frequent sender signs.
-fn top_sender_count(block: &Block) -> usize {
-    let mut counts: AddressMap<usize> = AddressMap::default();
-    for tx in &block.transactions {
-        *counts.entry(tx.caller).or_default() += 1;
+/// Who signs a block's transactions, as far as scheduling cares.
+struct Senders {
+    /// How many transactions the most frequent sender signs.
+    top_count: usize,
+    /// Per transaction, the sender's previous transaction in the block: the one whose nonce
+    /// it follows, so it cannot run before that one has.
+    previous: Vec<Option<TxIdx>>,
+}
+
+impl Senders {
+    fn of(block: &Block) -> Self {
+        // Per sender: transactions so far, and the latest.
+        let mut seen: AddressMap<(usize, TxIdx)> = AddressMap::default();
+        let previous = (block.transactions.iter().enumerate())
+            .map(|(tx, env)| match seen.entry(env.caller) {
+                Entry::Occupied(mut entry) => {
+                    let (count, latest) = entry.get_mut();
+                    *count += 1;
+                    Some(std::mem::replace(latest, tx))
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert((1, tx));
+                    None
+                }
+            })
+            .collect();
+        let top_count = seen.values().map(|(count, _)| *count).max().unwrap_or(0);
+        Self { top_count, previous }
     }
-    counts.values().copied().max().unwrap_or(0)
 }
 
 /// State of one parallel run, shared by its workers.
@@ -177,6 +200,8 @@ struct Run<'a> {
     config: &'a ParallelConfig,
     pre_block: &'a StateDiff,
     scheduler: Scheduler,
+    /// Per transaction, the same sender's previous one (see [`Senders`]).
+    previous_of_sender: Vec<Option<TxIdx>>,
     tail: Tail,
     error: Mutex<Option<ExecutionError>>,
     fell_back: AtomicBool,
@@ -185,13 +210,19 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(shared: &'a Shared<'a>, config: &'a ParallelConfig, pre_block: &'a StateDiff) -> Self {
+    fn new(
+        shared: &'a Shared<'a>,
+        config: &'a ParallelConfig,
+        pre_block: &'a StateDiff,
+        previous_of_sender: Vec<Option<TxIdx>>,
+    ) -> Self {
         let txs = shared.block.transactions.len();
         Self {
             shared,
             config,
             pre_block,
             scheduler: Scheduler::new(txs),
+            previous_of_sender,
             tail: Tail::new(config.threads.get()),
             error: Mutex::default(),
             fell_back: AtomicBool::new(false),
@@ -263,6 +294,13 @@ impl<'a> Run<'a> {
         vm: &mut Vm<'_, R>,
         version: Version,
     ) -> Option<Task> {
+        // A transaction whose sender's previous one has not executed would read a nonce
+        // that is about to change: wait for it instead of executing in vain.
+        if let Some(previous) = self.previous_of_sender[version.tx]
+            && self.scheduler.add_dependency(version.tx, previous)
+        {
+            return None;
+        }
         loop {
             self.scheduler.counters(version.tx).executions.fetch_add(1, Ordering::Relaxed);
             let executions = self.total_executions.fetch_add(1, Ordering::Relaxed) + 1;
@@ -305,7 +343,12 @@ impl<'a> Run<'a> {
             return;
         }
         let reruns = self.total_reruns.load(Ordering::Relaxed);
-        let warmup = 8 * self.config.threads.get() + 16;
+        // Real blocks often open with a cluster of conflicts (a run of swaps on one pool)
+        // and are independent after it: the more of a small block is seen before judging,
+        // the fewer false alarms. A large block is judged early, when a chain has cost little.
+        let threads = self.config.threads.get();
+        let txs = self.shared.block.transactions.len();
+        let warmup = (txs / 2).min(64 * threads).max(8 * threads + 16);
         if executions >= warmup && reruns * 3 > executions {
             self.fell_back.store(true, Ordering::Relaxed);
             self.scheduler.halt();
