@@ -14,7 +14,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::Mutex,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 /// One block with its pre-state, ready to run.
@@ -242,7 +242,13 @@ pub fn check(snapshot: &Snapshot) -> Result<bool, String> {
     check_header(snapshot, &outcome).map_err(|mismatch| diagnose(snapshot, &store, mismatch))
 }
 
-/// Runs one snapshot on one store: `runs` alternating sequential and parallel runs.
+/// Timing keeps alternating past the requested runs until both paths together took this
+/// long (or [`MAX_RUNS`] were made): the median of a handful of runs of a block that takes
+/// microseconds is mostly noise.
+const MIN_TIMED: Duration = Duration::from_millis(20);
+const MAX_RUNS: usize = 200;
+
+/// Runs one snapshot on one store: at least `runs` alternating sequential and parallel runs.
 pub fn replay_on<S: Storage>(
     snapshot: &Snapshot,
     store: &S,
@@ -253,7 +259,8 @@ pub fn replay_on<S: Storage>(
     let mut report = BlockReport::new(snapshot, storage);
     let (mut seq_times, mut par_times) = (Vec::new(), Vec::new());
     let mut outcome = None;
-    for _ in 0..runs.max(1) {
+    let mut timed = Duration::ZERO;
+    while seq_times.len() < runs.max(1) || (timed < MIN_TIMED && seq_times.len() < MAX_RUNS) {
         let start = Instant::now();
         let seq = match sequential::execute(store, &snapshot.block) {
             Ok(seq) => seq,
@@ -277,6 +284,8 @@ pub fn replay_on<S: Storage>(
             );
         }
         report.re_executions = par.stats.re_executions();
+        timed += seq_times.last().copied().unwrap_or_default()
+            + par_times.last().copied().unwrap_or_default();
         outcome = Some(seq);
     }
     let outcome = outcome.expect("at least one run");
