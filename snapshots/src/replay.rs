@@ -268,7 +268,7 @@ pub fn replay_on<S: Storage>(
                 return (BlockReport { error: Some(format!("sequential: {e}")), ..report }, None);
             }
         };
-        seq_times.push(start.elapsed());
+        let seq_time = start.elapsed();
         let start = Instant::now();
         let par = match parallel::execute(store, &snapshot.block, config) {
             Ok(par) => par,
@@ -276,7 +276,7 @@ pub fn replay_on<S: Storage>(
                 return (BlockReport { error: Some(format!("parallel: {e}")), ..report }, None);
             }
         };
-        par_times.push(start.elapsed());
+        let par_time = start.elapsed();
         if let Some(d) = seq.first_difference(&par) {
             return (
                 BlockReport { error: Some(format!("sequential != parallel: {d}")), ..report },
@@ -284,8 +284,9 @@ pub fn replay_on<S: Storage>(
             );
         }
         report.re_executions = par.stats.re_executions();
-        timed += seq_times.last().copied().unwrap_or_default()
-            + par_times.last().copied().unwrap_or_default();
+        timed += seq_time + par_time;
+        seq_times.push(seq_time);
+        par_times.push(par_time);
         outcome = Some(seq);
     }
     let outcome = outcome.expect("at least one run");
