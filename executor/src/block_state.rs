@@ -141,12 +141,16 @@ impl Overlay {
     /// each account and the slots written since its last wipe. Codes and block hashes are not
     /// tracked here.
     fn changes(&self) -> SortedMap<Address, AccountDiff> {
-        // Sort small references, then build the (large) diffs in order.
-        let mut written: Vec<(&Address, &Cached<Option<Account>>)> =
-            self.accounts.iter().filter(|(_, account)| account.written).collect();
-        written.sort_unstable_by_key(|(address, _)| **address);
-        let diffs = written.into_iter().map(|(address, account)| {
-            let slots = self.slots.get(address);
+        // One pass over the table in its own order, then a sort of small keys: sorting
+        // references into the table would follow each one to a random cache line.
+        let written: Vec<(Address, Option<Account>)> = (self.accounts.iter())
+            .filter(|(_, account)| account.written)
+            .map(|(address, account)| (*address, account.value))
+            .collect();
+        let order = address_order(written.iter().map(|(address, _)| address));
+        let diffs = order.into_iter().map(|i| {
+            let (address, account) = written[i as usize];
+            let slots = self.slots.get(&address);
             let storage = SortedMap::from_distinct(
                 slots
                     .into_iter()
@@ -156,10 +160,26 @@ impl Overlay {
                     .collect(),
             );
             let storage_cleared = slots.is_some_and(|s| s.cleared);
-            (*address, AccountDiff { account: account.value, storage_cleared, storage })
+            (address, AccountDiff { account, storage_cleared, storage })
         });
         SortedMap::from_sorted(diffs.collect())
     }
+}
+
+/// The positions of `addresses` (distinct) in ascending order. Sorts each address as three
+/// integers with its position beside them, so a comparison needs no memory beyond the keys.
+pub(crate) fn address_order<'a>(addresses: impl Iterator<Item = &'a Address>) -> Vec<u32> {
+    let mut keys: Vec<(u64, u64, u32, u32)> = addresses
+        .enumerate()
+        .map(|(i, a)| {
+            let word = |range: std::ops::Range<usize>| {
+                a.0[range].iter().fold(0u64, |word, byte| word << 8 | u64::from(*byte))
+            };
+            (word(0..8), word(8..16), word(16..20) as u32, i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|(.., i)| i).collect()
 }
 
 /// A reader with the block's changes layered on top.
