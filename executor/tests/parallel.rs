@@ -121,3 +121,22 @@ fn same_sender_transactions_wait_for_each_other_instead_of_reexecuting() {
         assert_eq!(outcome.stats.re_executions(), 0, "{config:?}");
     }
 }
+
+#[test]
+fn heavy_late_transactions_run_early_and_still_match() {
+    // Every transaction reads and writes one slot. The last ones carry the block's highest
+    // gas limits, so they are handed out first, read the slot before anything wrote it,
+    // and must be caught by validation and re-executed.
+    let mut workload = WorkloadKind::DependentChain.generate(60 * 26_000);
+    let txs = workload.block.transactions.len();
+    for tx in &mut workload.block.transactions[txs - 3..] {
+        tx.gas_limit *= 4;
+    }
+    for config in [
+        ParallelConfig::always_parallel(2),
+        ParallelConfig::always_parallel(3),
+        ParallelConfig { chaos: Some(5), ..ParallelConfig::always_parallel(2) },
+    ] {
+        assert_identical(&workload, &config);
+    }
+}

@@ -52,6 +52,10 @@ pub(crate) struct Scheduler {
     active_tasks: CachePadded<AtomicUsize>,
     done: CachePadded<AtomicBool>,
     slots: Vec<CachePadded<TxSlot>>,
+    /// Transactions to execute ahead of block order (see [`Scheduler::with_early`]), and how
+    /// many of them were handed out.
+    early: Vec<TxIdx>,
+    early_next: CachePadded<AtomicUsize>,
 }
 
 impl Scheduler {
@@ -72,7 +76,17 @@ impl Scheduler {
                     })
                 })
                 .collect(),
+            early: Vec::new(),
+            early_next: CachePadded(AtomicUsize::new(0)),
         }
+    }
+
+    /// Hands out `early` (in that order) before the next transaction in block order, to
+    /// workers that ask for them. Executing ahead is always safe: validation only passes
+    /// such a transaction once every one before it executed, and aborts it otherwise.
+    pub(crate) fn with_early(mut self, early: Vec<TxIdx>) -> Self {
+        self.early = early;
+        self
     }
 
     fn status(&self, tx: TxIdx) -> std::sync::MutexGuard<'_, (Incarnation, Status)> {
@@ -150,6 +164,19 @@ impl Scheduler {
         version
     }
 
+    fn next_early(&self) -> Option<Version> {
+        if self.early_next.load(Ordering::Relaxed) >= self.early.len() {
+            return None;
+        }
+        let tx = *self.early.get(self.early_next.fetch_add(1, Ordering::SeqCst))?;
+        self.active_tasks.fetch_add(1, Ordering::SeqCst);
+        let version = self.try_incarnate(tx);
+        if version.is_none() {
+            self.active_tasks.fetch_sub(1, Ordering::SeqCst);
+        }
+        version
+    }
+
     fn next_version_to_validate(&self) -> Option<Version> {
         if self.validation_idx.load(Ordering::SeqCst) >= self.txs {
             self.check_done();
@@ -169,7 +196,10 @@ impl Scheduler {
 
     /// The next task, or `None` when there is nothing to do right now. `prefer_execution`
     /// inverts the usual preference for validation (the chaos option's out-of-order pick-up).
-    pub(crate) fn next_task(&self, prefer_execution: bool) -> Option<Task> {
+    pub(crate) fn next_task(&self, prefer_execution: bool, take_early: bool) -> Option<Task> {
+        if take_early && let Some(version) = self.next_early() {
+            return Some(Task::Execute(version));
+        }
         let validate_first =
             self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst);
         if validate_first != prefer_execution {
@@ -285,38 +315,38 @@ mod tests {
     #[test]
     fn single_worker_executes_then_validates_in_order() {
         let s = Scheduler::new(2);
-        assert_eq!(s.next_task(false), Some(Task::Execute(v(0, 0))));
+        assert_eq!(s.next_task(false, false), Some(Task::Execute(v(0, 0))));
         // Tx 0 finished before its validation index was passed: no immediate validation.
         assert_eq!(s.finish_execution(v(0, 0), true), None);
-        assert_eq!(s.next_task(false), Some(Task::Validate(v(0, 0))));
+        assert_eq!(s.next_task(false, false), Some(Task::Validate(v(0, 0))));
         assert_eq!(s.finish_validation(0, false), None);
-        assert_eq!(s.next_task(false), Some(Task::Execute(v(1, 0))));
+        assert_eq!(s.next_task(false, false), Some(Task::Execute(v(1, 0))));
         assert_eq!(s.finish_execution(v(1, 0), false), None);
-        assert_eq!(s.next_task(false), Some(Task::Validate(v(1, 0))));
+        assert_eq!(s.next_task(false, false), Some(Task::Validate(v(1, 0))));
         assert_eq!(s.finish_validation(1, false), None);
         assert!(!s.is_done());
-        assert_eq!(s.next_task(false), None);
+        assert_eq!(s.next_task(false, false), None);
         assert!(s.is_done());
     }
 
     #[test]
     fn failed_validation_reexecutes_with_a_new_incarnation() {
         let s = Scheduler::new(2);
-        let e0 = s.next_task(false).unwrap();
-        let e1 = s.next_task(true).unwrap();
+        let e0 = s.next_task(false, false).unwrap();
+        let e1 = s.next_task(true, false).unwrap();
         assert_eq!((e0, e1), (Task::Execute(v(0, 0)), Task::Execute(v(1, 0))));
         assert_eq!(s.finish_execution(v(1, 0), false), None);
         assert_eq!(s.finish_execution(v(0, 0), false), None);
-        assert_eq!(s.next_task(false), Some(Task::Validate(v(0, 0))));
+        assert_eq!(s.next_task(false, false), Some(Task::Validate(v(0, 0))));
         assert_eq!(s.finish_validation(0, false), None);
-        assert_eq!(s.next_task(false), Some(Task::Validate(v(1, 0))));
+        assert_eq!(s.next_task(false, false), Some(Task::Validate(v(1, 0))));
         assert!(s.try_validation_abort(v(1, 0)));
         assert!(!s.try_validation_abort(v(1, 0)), "only one validator aborts an incarnation");
         assert_eq!(s.finish_validation(1, true), Some(Task::Execute(v(1, 1))));
         // The validation index is past tx 1, so its new incarnation is validated right away.
         assert_eq!(s.finish_execution(v(1, 1), false), Some(Task::Validate(v(1, 1))));
         assert_eq!(s.finish_validation(1, false), None);
-        assert_eq!(s.next_task(false), None);
+        assert_eq!(s.next_task(false, false), None);
         assert!(s.is_done());
         assert_eq!(s.counters(1).aborts.load(Ordering::Relaxed), 1);
     }
@@ -324,13 +354,34 @@ mod tests {
     #[test]
     fn suspended_transaction_resumes_after_its_blocker() {
         let s = Scheduler::new(2);
-        let _ = s.next_task(false); // execute 0
-        let _ = s.next_task(true); // execute 1
+        let _ = s.next_task(false, false); // execute 0
+        let _ = s.next_task(true, false); // execute 1
         assert!(s.add_dependency(1, 0), "tx 0 is still executing");
         assert_eq!(s.finish_execution(v(0, 0), false), None);
         // Tx 1 is ready again with incarnation 1, and the execution index moved back to it.
-        assert_eq!(s.next_task(true), Some(Task::Execute(v(1, 1))));
+        assert_eq!(s.next_task(true, false), Some(Task::Execute(v(1, 1))));
         assert!(!s.add_dependency(1, 0), "a finished blocker does not suspend");
         assert_eq!(s.counters(1).suspensions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn early_transactions_go_first_to_workers_that_take_them_and_are_validated_in_order() {
+        let s = Scheduler::new(3).with_early(vec![2]);
+        // A worker that keeps to block order does not get it.
+        assert_eq!(s.next_task(false, false), Some(Task::Execute(v(0, 0))));
+        assert_eq!(s.next_task(false, true), Some(Task::Execute(v(2, 0))));
+        // Handed out once.
+        assert_eq!(s.next_task(false, true), Some(Task::Execute(v(1, 0))));
+        // Tx 2 finishes before the validation index reaches it: no validation yet.
+        assert_eq!(s.finish_execution(v(2, 0), false), None);
+        assert_eq!(s.finish_execution(v(0, 0), true), None);
+        assert_eq!(s.finish_execution(v(1, 0), true), None);
+        // Block order skips the executed tx 2; validation takes all three in order.
+        for tx in 0..3 {
+            assert_eq!(s.next_task(false, true), Some(Task::Validate(v(tx, 0))));
+            assert_eq!(s.finish_validation(tx, false), None);
+        }
+        assert_eq!(s.next_task(false, true), None);
+        assert!(s.is_done());
     }
 }
