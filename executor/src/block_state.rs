@@ -260,16 +260,17 @@ impl<R: StateReader> BlockState<R> {
 
 /// The diff of one transaction's journal output: every touched account that really changed.
 pub fn evm_state_diff(state: &EvmState, spec: SpecId) -> StateDiff {
-    evm_state_changes(state, spec, 0, |_| {})
+    evm_state_changes(state, spec, 0, |_, _, _| {})
 }
 
-/// [`evm_state_diff`], also naming each account whose own fields (existence, nonce, balance,
-/// code) changed, as opposed to only its storage, with room for `spare` more accounts.
+/// [`evm_state_diff`], showing `visit` each change as it is made, and whether the account's
+/// own fields (existence, nonce, balance, code) changed, as opposed to only its storage; with
+/// room for `spare` more accounts.
 pub(crate) fn evm_state_changes(
     state: &EvmState,
     spec: SpecId,
     spare: usize,
-    mut account_changed: impl FnMut(Address),
+    mut visit: impl FnMut(Address, &AccountDiff, bool),
 ) -> StateDiff {
     let mut diff = StateDiff::default();
     let mut accounts = Vec::with_capacity(state.len() + spare);
@@ -318,9 +319,6 @@ pub(crate) fn evm_state_changes(
         if !changed {
             continue;
         }
-        if after != before || storage_cleared {
-            account_changed(*address);
-        }
         if let Some(after) = &after
             && after.code_hash != KECCAK256_EMPTY
             && before.map(|b| b.code_hash) != Some(after.code_hash)
@@ -328,7 +326,9 @@ pub(crate) fn evm_state_changes(
         {
             diff.codes.insert(after.code_hash, code.original_bytes());
         }
-        accounts.push((*address, AccountDiff { account: after, storage_cleared, storage }));
+        let change = AccountDiff { account: after, storage_cleared, storage };
+        visit(*address, &change, after != before || storage_cleared);
+        accounts.push((*address, change));
     }
     diff.accounts = SortedMap::from_distinct(accounts);
     diff

@@ -103,14 +103,14 @@ pub fn execute<S: Storage + ?Sized>(
     config: &ParallelConfig,
 ) -> Result<BlockOutcome, ExecutionError> {
     let txs = block.transactions.len();
-    let senders = Senders::of(block);
     let contract_gas = contract_gas(block);
     let transfer_heavy = contract_gas / (txs.max(1) as u64) < config.min_gas_per_tx;
-    if txs < config.min_txs.max(2)
-        || contract_gas < config.min_gas
-        || transfer_heavy
-        || senders.top_count as f64 > config.max_sender_share * txs as f64
-    {
+    if txs < config.min_txs.max(2) || contract_gas < config.min_gas || transfer_heavy {
+        return sequential::execute(storage, block);
+    }
+    // Hashing every sender costs more than the checks above: only for a block that passed them.
+    let senders = Senders::of(block);
+    if senders.top_count as f64 > config.max_sender_share * txs as f64 {
         return sequential::execute(storage, block);
     }
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));

@@ -6,7 +6,7 @@ use crate::{
     block::Block,
     block_state::{evm_state_changes, to_revm_info},
     error::ExecutionError,
-    state::{Account, StateDiff, credited},
+    state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
 };
 use alloy_primitives::map::{AddressSet, B256Map};
@@ -369,10 +369,17 @@ impl<'a, R: StateReader> Vm<'a, R> {
             None => Some(fee),
         };
 
-        let mut accounts_changed = Vec::new();
         // Resolved credits join these changes at the end: leave room for them now.
         let spare = usize::from(fee.is_some()) + usize::from(credit.is_some());
-        let changes = evm_state_changes(&state, block.spec, spare, |a| accounts_changed.push(a));
+        let slots: usize = state.values().map(|account| account.storage.len()).sum();
+        let mut writes = Vec::with_capacity(slots + 2 * state.len() + 1);
+        let changes = evm_state_changes(&state, block.spec, spare, |address, change, own| {
+            add_writes(&mut writes, address, change, own);
+        });
+        // The beneficiary's fee is recorded apart (see `MvMemory::record`).
+        if let Some((address, amount)) = credit {
+            writes.push((Location::Account(address), Write::Credit(amount)));
+        }
         if !changes.codes.is_empty() {
             let mut codes = shared.codes.write().expect("code cache poisoned");
             for account in state.values() {
@@ -383,7 +390,6 @@ impl<'a, R: StateReader> Vm<'a, R> {
                 }
             }
         }
-        let writes = write_set(&changes, &accounts_changed, credit);
         let creditable =
             changes.accounts.keys().filter(|a| shared.creditable.contains(*a)).copied().collect();
         let output = TxOutput { result: Ok(result), changes, fee, credit, creditable };
@@ -403,30 +409,22 @@ fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 
     U256::from(price) * U256::from(result.tx_gas_used())
 }
 
-/// The multi-version writes of an incarnation's changes and credits. An account whose own
-/// fields did not change (a contract whose storage did) is not written, so its readers do not
-/// depend on this transaction.
-fn write_set(
-    changes: &StateDiff,
-    accounts_changed: &[Address],
-    credit: Option<(Address, U256)>,
-) -> Vec<(Location, Write)> {
-    let slots: usize = changes.accounts.values().map(|c| c.storage.len()).sum();
-    let mut writes = Vec::with_capacity(slots + 2 * changes.accounts.len() + 1);
-    for (address, change) in &changes.accounts {
-        if accounts_changed.contains(address) {
-            writes.push((Location::Account(*address), Write::Account(change.account)));
-        }
-        if change.storage_cleared {
-            writes.push((Location::Wipe(*address), Write::Wipe));
-        }
-        for (slot, value) in &change.storage {
-            writes.push((Location::Storage(*address, *slot), Write::Storage(*value)));
-        }
+/// The multi-version writes of one account's change. An account whose own fields did not
+/// change (a contract whose storage did) is not written, so its readers do not depend on
+/// this transaction.
+fn add_writes(
+    writes: &mut Vec<(Location, Write)>,
+    address: Address,
+    change: &AccountDiff,
+    own_fields_changed: bool,
+) {
+    if own_fields_changed {
+        writes.push((Location::Account(address), Write::Account(change.account)));
     }
-    // The beneficiary's fee is recorded apart (see `MvMemory::record`).
-    if let Some((address, amount)) = credit {
-        writes.push((Location::Account(address), Write::Credit(amount)));
+    if change.storage_cleared {
+        writes.push((Location::Wipe(address), Write::Wipe));
     }
-    writes
+    for (slot, value) in &change.storage {
+        writes.push((Location::Storage(address, *slot), Write::Storage(*value)));
+    }
 }

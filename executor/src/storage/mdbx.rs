@@ -6,7 +6,7 @@
 
 use super::{AccountEntry, StateReader, Storage, StorageError};
 use crate::state::{Account, StateDiff};
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, U256, map::B256Map};
 use libmdbx::{
     Database, DatabaseOptions, Mode, NoWriteMap, RO, ReadWriteOptions, Table, TableFlags,
     Transaction, WriteFlags,
@@ -14,9 +14,8 @@ use libmdbx::{
 use revm::bytecode::Bytecode;
 use std::{
     borrow::Cow,
-    cell::RefCell,
-    collections::HashMap,
     path::{Path, PathBuf},
+    sync::RwLock,
 };
 
 const ACCOUNTS: &str = "accounts";
@@ -32,7 +31,14 @@ const ACCOUNT_LEN: usize = 8 + 32 + 32;
 pub struct MdbxStorage {
     db: Database<NoWriteMap>,
     path: PathBuf,
+    /// Analysed code by hash, shared by every reader and block: analysing a contract's jump
+    /// destinations took an eighth of a real block's time when each reader did it again.
+    /// Code never changes under its hash, so nothing here goes stale.
+    codes: RwLock<B256Map<Bytecode>>,
 }
+
+/// Contracts [`MdbxStorage`] keeps analysed before it starts over (a few tens of MB).
+const CACHED_CODES: usize = 4096;
 
 impl std::fmt::Debug for MdbxStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +74,7 @@ impl MdbxStorage {
                 e => e.to_string(),
             },
         })?;
-        let store = Self { db, path };
+        let store = Self { db, path, codes: RwLock::default() };
         store.init_tables()?;
         Ok(store)
     }
@@ -133,8 +139,6 @@ pub struct MdbxReader<'a> {
     store: &'a MdbxStorage,
     txn: Transaction<'a, RO, NoWriteMap>,
     tables: Tables<'a>,
-    /// Analysed code, so a contract is not re-analysed on every call.
-    codes: RefCell<HashMap<B256, Bytecode>>,
 }
 
 impl std::fmt::Debug for MdbxReader<'_> {
@@ -199,14 +203,19 @@ impl StateReader for MdbxReader<'_> {
     }
 
     fn code(&self, code_hash: B256) -> Result<Option<Bytecode>, StorageError> {
-        if let Some(code) = self.codes.borrow().get(&code_hash) {
+        let codes = &self.store.codes;
+        if let Some(code) = codes.read().expect("code cache poisoned").get(&code_hash) {
             return Ok(Some(code.clone()));
         }
         let Some(raw) = self.get(&self.tables.bytecodes, code_hash.as_slice())? else {
             return Ok(None);
         };
         let code = crate::state::bytecode(&raw.into_owned().into());
-        self.codes.borrow_mut().insert(code_hash, code.clone());
+        let mut codes = codes.write().expect("code cache poisoned");
+        if codes.len() >= CACHED_CODES {
+            codes.clear();
+        }
+        codes.insert(code_hash, code.clone());
         Ok(Some(code))
     }
 
@@ -255,7 +264,7 @@ impl Storage for MdbxStorage {
     fn reader(&self) -> Result<Self::Reader<'_>, StorageError> {
         let tables = self.tables()?;
         let txn = self.db.begin_ro_txn().map_err(|e| self.err(e))?;
-        Ok(MdbxReader { store: self, txn, tables, codes: RefCell::default() })
+        Ok(MdbxReader { store: self, txn, tables })
     }
 
     fn commit(&mut self, diff: &StateDiff) -> Result<(), StorageError> {
