@@ -82,8 +82,9 @@ impl Scheduler {
     }
 
     /// Hands out `early` (in that order) before the next transaction in block order, to
-    /// workers that ask for them. Executing ahead is always safe: validation only passes
-    /// such a transaction once every one before it executed, and aborts it otherwise.
+    /// workers that ask for them. Executing ahead is always safe: whenever a transaction
+    /// below writes something new the validation index returns to it, so its output is kept
+    /// only if it is validated after everything before it executed.
     pub(crate) fn with_early(mut self, early: Vec<TxIdx>) -> Self {
         self.early = early;
         self
