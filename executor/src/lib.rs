@@ -20,7 +20,7 @@ pub mod tx;
 
 pub use block::{Block, Ommer, Withdrawal};
 pub use error::ExecutionError;
-pub use outcome::{BlockOutcome, Divergence, ExecutionStats, Receipt, TxOutcome};
+pub use outcome::{BlockOutcome, Divergence, ExecutionStats, Fallback, Receipt, TxOutcome};
 pub use parallel::ParallelConfig;
 pub use root::{logs_hash, state_root};
 pub use sorted_map::SortedMap;

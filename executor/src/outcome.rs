@@ -102,6 +102,35 @@ pub struct ExecutionStats {
     pub suspensions: Vec<u32>,
     /// The block was (or fell back to being) executed sequentially.
     pub sequential: bool,
+    /// Why the parallel path handed the block to the sequential one (`None`: it did not, or
+    /// the sequential path was called directly).
+    pub fallback: Option<Fallback>,
+}
+
+/// Why the parallel path ran a block sequentially.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Fewer transactions than `ParallelConfig::min_txs`.
+    FewTransactions,
+    /// Less contract gas than `ParallelConfig::min_gas`, or less per transaction than
+    /// `ParallelConfig::min_gas_per_tx`: mostly plain transfers.
+    LittleContractGas,
+    /// One sender signs more than `ParallelConfig::max_sender_share` of the transactions.
+    OneSender,
+    /// Re-executions showed a dependency chain early in the run (the adaptive fallback).
+    DependencyChain,
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::FewTransactions => "few transactions",
+            Self::LittleContractGas => "little contract gas",
+            Self::OneSender => "one sender",
+            Self::DependencyChain => "dependency chain",
+        })
+    }
 }
 
 impl ExecutionStats {
@@ -112,6 +141,7 @@ impl ExecutionStats {
             aborts: vec![0; txs],
             suspensions: vec![0; txs],
             sequential: true,
+            fallback: None,
         }
     }
 

@@ -4,8 +4,8 @@
 use crate::workloads::Workload;
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256};
 use lockstep_executor::{
-    BlockOutcome, ExecutionError, InMemoryStorage, MdbxStorage, ParallelConfig, StateDiff,
-    StateReader, Storage, StorageError, block_state, parallel,
+    BlockOutcome, ExecutionError, Fallback, InMemoryStorage, MdbxStorage, ParallelConfig,
+    StateDiff, StateReader, Storage, StorageError, block_state, parallel,
     revm::{
         Context, DatabaseRef, ExecuteCommitEvm, MainBuilder, MainContext, bytecode::Bytecode,
         context::result::EVMError, database::CacheDB, state::AccountInfo,
@@ -88,6 +88,8 @@ pub struct PerfRow {
     /// Gas per second of the parallel path.
     pub gas_per_s: f64,
     pub re_executions: u64,
+    /// Why the parallel path ran the block sequentially (`None`: it ran Block-STM).
+    pub fallback: Option<Fallback>,
     pub peak_rss_mb: f64,
     /// The plain revm `transact_commit` loop on the same block and store (median).
     pub revm_baseline_ms: f64,
@@ -241,9 +243,9 @@ pub fn measure<S: Storage>(
             });
         }
         // Only its figures: a whole outcome kept alive would take memory the next runs reuse.
-        last = Some((parallel.gas_used, parallel.stats.re_executions()));
+        last = Some((parallel.gas_used, parallel.stats.re_executions(), parallel.stats.fallback));
     }
-    let (gas_used, re_executions) = last.expect("at least one run");
+    let (gas_used, re_executions, fallback) = last.expect("at least one run");
     let (sequential_ms, parallel_ms) = (ms(median(seq_times)), ms(median(par_times)));
     Ok(PerfRow {
         name: workload.name.clone(),
@@ -255,6 +257,7 @@ pub fn measure<S: Storage>(
         speedup: sequential_ms / parallel_ms,
         gas_per_s: gas_used as f64 / (parallel_ms / 1e3),
         re_executions,
+        fallback,
         peak_rss_mb: peak_rss_mb(),
         revm_baseline_ms: ms(median(base_times)),
     })
@@ -289,10 +292,18 @@ pub fn measure_all(
     Ok(rows)
 }
 
+/// How the parallel path ran a block, for tables: Block-STM, or the sequential path and why.
+pub fn path_name(fallback: Option<Fallback>) -> String {
+    match fallback {
+        None => "block-stm".into(),
+        Some(why) => format!("sequential: {why}"),
+    }
+}
+
 /// The rows as a fixed-width table.
 pub fn table(rows: &[PerfRow]) -> String {
     let mut out = format!(
-        "{:<16} {:<7} {:>6} {:>14} {:>10} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}\n",
+        "{:<16} {:<7} {:>6} {:>14} {:>10} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}  {}\n",
         "workload",
         "storage",
         "txs",
@@ -303,11 +314,12 @@ pub fn table(rows: &[PerfRow]) -> String {
         "Mgas/s",
         "re-exec",
         "rss MB",
-        "revm ms"
+        "revm ms",
+        "parallel path"
     );
     for r in rows {
         out += &format!(
-            "{:<16} {:<7} {:>6} {:>14} {:>10.1} {:>10.1} {:>7.2}x {:>8.0} {:>9} {:>8.0} {:>10}\n",
+            "{:<16} {:<7} {:>6} {:>14} {:>10.1} {:>10.1} {:>7.2}x {:>8.0} {:>9} {:>8.0} {:>10}  {}\n",
             r.name,
             r.storage.name(),
             r.txs,
@@ -319,6 +331,7 @@ pub fn table(rows: &[PerfRow]) -> String {
             r.re_executions,
             r.peak_rss_mb,
             format!("{:.1}", r.revm_baseline_ms),
+            path_name(r.fallback),
         );
     }
     out

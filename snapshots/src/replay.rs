@@ -3,8 +3,8 @@
 use crate::format::{PreAccount, RpcBlock, SnapshotError, alloc, read_json};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use lockstep_executor::{
-    Account, Block, BlockOutcome, InMemoryStorage, MdbxStorage, ParallelConfig, StateDiff,
-    StateReader, Storage, StorageError, parallel,
+    Account, Block, BlockOutcome, Fallback, InMemoryStorage, MdbxStorage, ParallelConfig,
+    StateDiff, StateReader, Storage, StorageError, parallel,
     revm::{bytecode::Bytecode, primitives::hardfork::SpecId},
     sequential,
 };
@@ -85,6 +85,8 @@ pub struct BlockReport {
     pub parallel_ms: f64,
     pub speedup: f64,
     pub re_executions: u64,
+    /// Why the parallel path ran the block sequentially (`None`: it ran Block-STM).
+    pub fallback: Option<Fallback>,
     pub ok: bool,
     pub error: Option<String>,
     /// Pre-Byzantium receipts carry intermediate state roots a partial pre-state cannot give.
@@ -102,6 +104,7 @@ impl BlockReport {
             parallel_ms: 0.0,
             speedup: 0.0,
             re_executions: 0,
+            fallback: None,
             ok: false,
             error: None,
             receipts_root_checked: false,
@@ -119,6 +122,7 @@ impl BlockReport {
             parallel_ms: 0.0,
             speedup: 0.0,
             re_executions: 0,
+            fallback: None,
             ok: false,
             error: Some(error),
             receipts_root_checked: false,
@@ -284,6 +288,7 @@ pub fn replay_on<S: Storage>(
             );
         }
         report.re_executions = par.stats.re_executions();
+        report.fallback = par.stats.fallback;
         timed += seq_time + par_time;
         seq_times.push(seq_time);
         par_times.push(par_time);

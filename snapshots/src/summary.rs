@@ -1,7 +1,7 @@
 //! Figures over all blocks: speedups per store, MDBX against in-memory, and a plot.
 
 use crate::replay::BlockReport;
-use lockstep_harness::bench::StorageKind;
+use lockstep_harness::bench::{StorageKind, path_name};
 use serde::Serialize;
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -68,8 +68,17 @@ impl Report {
     /// The per-block table and the summary lines.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "{:>9} {:<7} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8}  {}\n",
-            "block", "storage", "txs", "gas", "seq ms", "par ms", "speedup", "re-exec", "result"
+            "{:>9} {:<7} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8}  {:<24} {}\n",
+            "block",
+            "storage",
+            "txs",
+            "gas",
+            "seq ms",
+            "par ms",
+            "speedup",
+            "re-exec",
+            "parallel path",
+            "result"
         );
         for b in &self.blocks {
             let result = match (&b.error, b.receipts_root_checked) {
@@ -79,7 +88,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:>9} {:<7} {:>5} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>8}  {result}",
+                "{:>9} {:<7} {:>5} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>8}  {:<24} {result}",
                 b.block,
                 b.storage.name(),
                 b.txs,
@@ -87,7 +96,8 @@ impl Report {
                 b.sequential_ms,
                 b.parallel_ms,
                 b.speedup,
-                b.re_executions
+                b.re_executions,
+                path_name(b.fallback),
             );
         }
         for (storage, s) in &self.summary {

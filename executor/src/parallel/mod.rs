@@ -19,7 +19,7 @@ use crate::{
     block_state::BlockState,
     effects,
     error::ExecutionError,
-    outcome::BlockOutcome,
+    outcome::{BlockOutcome, Fallback},
     sequential,
     state::StateDiff,
     storage::{StateReader, Storage},
@@ -107,13 +107,16 @@ pub fn execute<S: Storage + ?Sized>(
     let txs = block.transactions.len();
     let contract_gas = contract_gas(block);
     let transfer_heavy = contract_gas / (txs.max(1) as u64) < config.min_gas_per_tx;
-    if txs < config.min_txs.max(2) || contract_gas < config.min_gas || transfer_heavy {
-        return sequential::execute(storage, block);
+    if txs < config.min_txs.max(2) {
+        return fall_back(storage, block, Fallback::FewTransactions);
+    }
+    if contract_gas < config.min_gas || transfer_heavy {
+        return fall_back(storage, block, Fallback::LittleContractGas);
     }
     // Hashing every sender costs more than the checks above: only for a block that passed them.
     let senders = Senders::of(block);
     if senders.top_count as f64 > config.max_sender_share * txs as f64 {
-        return sequential::execute(storage, block);
+        return fall_back(storage, block, Fallback::OneSender);
     }
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
@@ -144,7 +147,7 @@ pub fn execute<S: Storage + ?Sized>(
     }
     let Some(finished) = run.tail.into_finished() else {
         // The run stopped early on a dependency chain (see `Run::conclude`).
-        return sequential::execute(storage, block);
+        return fall_back(storage, block, Fallback::DependencyChain);
     };
 
     let post_block = StateDiff::default();
@@ -159,6 +162,17 @@ pub fn execute<S: Storage + ?Sized>(
         outcome.post_block = effects::post_block(block, &mut state)?;
         outcome.diff.merge(&outcome.post_block);
     }
+    Ok(outcome)
+}
+
+/// `block` on the sequential path, saying why.
+fn fall_back<S: Storage + ?Sized>(
+    storage: &S,
+    block: &Block,
+    why: Fallback,
+) -> Result<BlockOutcome, ExecutionError> {
+    let mut outcome = sequential::execute(storage, block)?;
+    outcome.stats.fallback = Some(why);
     Ok(outcome)
 }
 
