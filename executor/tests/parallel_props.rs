@@ -18,6 +18,7 @@ fn target() -> impl Strategy<Value = Target> {
         (0u8..4).prop_map(Target::Fresh),
         Just(Target::Token),
         Just(Target::Counter),
+        (0u8..17).prop_map(Target::Precompile),
     ]
 }
 

@@ -26,6 +26,8 @@ pub enum Target {
     Fresh(u8),
     Token,
     Counter,
+    /// Precompile `0x01 + i % 17`: value sent to it is never a lazy credit.
+    Precompile(u8),
 }
 
 /// One transaction of a random block. Users are indices modulo [`USERS`].
@@ -100,6 +102,7 @@ fn target(to: Target) -> Address {
         Target::Fresh(i) => address(0xf0, u64::from(i % 4)),
         Target::Token => contract_address(TOKEN),
         Target::Counter => contract_address(COUNTER),
+        Target::Precompile(i) => Address::with_last_byte(1 + i % 17),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
     outcome::{BlockOutcome, Fallback},
     sequential,
     state::StateDiff,
-    storage::{StateReader, Storage},
+    storage::{Layered, StateReader, Storage},
 };
 use alloy_primitives::map::{AddressMap, Entry};
 use chaos::Chaos;
@@ -156,9 +156,10 @@ pub fn execute<S: Storage + ?Sized>(
     sequential::add_codes_and_hashes(&mut diff, &sequential::parts(&pre_block, &txs, &post_block));
     let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, finished.stats);
     if effects::has_post_block(block) {
-        // The block-level effects see the state after every transaction: the merged diff.
-        let mut state = BlockState::new(storage.reader()?, parent);
-        state.apply(&outcome.diff);
+        // The block-level effects see the state after every transaction: the merged diff,
+        // read where it lies rather than copied into a new state.
+        let after_txs = Layered { reader: storage.reader()?, diff: &outcome.diff };
+        let mut state = BlockState::new(after_txs, parent);
         outcome.post_block = effects::post_block(block, &mut state)?;
         outcome.diff.merge(&outcome.post_block);
     }
@@ -302,7 +303,7 @@ impl<'a> Run<'a> {
             Ok(reader) => reader,
             Err(e) => return self.fail(e.into()),
         };
-        let mut vm = Vm::new(self.shared, Base { reader, pre_block: self.pre_block });
+        let mut vm = Vm::new(self.shared, Base { reader, diff: self.pre_block });
         self.run_tasks(worker, &mut vm);
         tail::finish(self, worker, &mut vm);
     }

@@ -7,7 +7,7 @@ use crate::{
     block_state::{evm_state_changes, to_revm_info},
     error::ExecutionError,
     state::{Account, AccountDiff, StateDiff, credited},
-    storage::{StateReader, StorageError},
+    storage::{Layered, StateReader, StorageError},
 };
 use alloy_primitives::map::{AddressSet, B256Map};
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, TxKind, U256};
@@ -55,43 +55,16 @@ pub(crate) enum ViewError {
 impl revm::database_interface::DBErrorMarker for ViewError {}
 
 /// The state before the block's transactions: the store plus the pre-block system calls.
-#[derive(Debug)]
-pub(crate) struct Base<'a, R> {
-    pub(crate) reader: R,
-    pub(crate) pre_block: &'a StateDiff,
-}
-
-impl<R: StateReader> Base<'_, R> {
-    pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
-        match self.pre_block.accounts.get(&address) {
-            Some(change) => Ok(change.account),
-            None => self.reader.account(address),
-        }
-    }
-
-    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
-        if let Some(change) = self.pre_block.accounts.get(&address) {
-            if let Some(value) = change.storage.get(&slot) {
-                return Ok(*value);
-            }
-            if change.storage_cleared {
-                return Ok(U256::ZERO);
-            }
-        }
-        self.reader.storage(address, slot)
-    }
-
-    fn code(&self, hash: B256) -> Result<Option<Bytecode>, StorageError> {
-        match self.pre_block.codes.get(&hash) {
-            Some(code) => Ok(Some(crate::state::bytecode(code))),
-            None => self.reader.code(hash),
-        }
-    }
-}
+pub(crate) type Base<'a, R> = Layered<'a, R>;
 
 /// Code deployed during the block, shared by all workers. Keyed by hash, so an entry from an
 /// aborted incarnation is still correct for anyone who finds its hash.
 pub(crate) type CodeCache = RwLock<B256Map<Bytecode>>;
+
+/// Whether `address` has the leading zeros of a precompile's (0x01 to 0x100 so far).
+fn is_small(address: &Address) -> bool {
+    address.0[..18].iter().all(|b| *b == 0)
+}
 
 /// What every worker shares for one block.
 #[derive(Debug)]
@@ -104,10 +77,13 @@ pub(crate) struct Shared<'a> {
     block_env: BlockEnv,
     cfg_env: CfgEnv,
     precompiles: &'static Precompiles,
+    /// Every precompile's address [`is_small`].
+    small_precompiles: bool,
 }
 
 impl<'a> Shared<'a> {
     pub(crate) fn new(block: &'a Block) -> Self {
+        let precompiles = Precompiles::new(PrecompileSpecId::from_spec_id(block.spec));
         let mut shared = Self {
             block,
             mv: MvMemory::new(block.transactions.len(), block.beneficiary),
@@ -115,7 +91,8 @@ impl<'a> Shared<'a> {
             creditable: AddressSet::default(),
             block_env: block.block_env(),
             cfg_env: block.cfg_env(),
-            precompiles: Precompiles::new(PrecompileSpecId::from_spec_id(block.spec)),
+            precompiles,
+            small_precompiles: precompiles.addresses().all(is_small),
         };
         let recipients =
             block.transactions.iter().filter_map(|tx| shared.lazy_recipient_candidate(tx));
@@ -132,8 +109,14 @@ impl<'a> Shared<'a> {
             && to != tx.caller
             && to != self.block.beneficiary
             && tx.authorization_list.is_empty()
-            && !self.precompiles.contains(&to);
+            && !self.is_precompile(&to);
         plain.then_some(to)
+    }
+
+    /// Precompiles sit at small addresses: checking the leading zeros first spares nearly
+    /// every address a hash lookup.
+    fn is_precompile(&self, address: &Address) -> bool {
+        (is_small(address) || !self.small_precompiles) && self.precompiles.contains(address)
     }
 }
 
@@ -224,10 +207,7 @@ impl<R: StateReader> Database for TxView<'_, R> {
         if let Some(hash) = block.parent_hash.filter(|_| number + 1 == block.number) {
             return Ok(hash);
         }
-        if let Some(hash) = self.base.pre_block.block_hashes.get(&number) {
-            return Ok(*hash);
-        }
-        Ok(self.base.reader.block_hash(number)?.ok_or(StorageError::MissingBlockHash(number))?)
+        Ok(self.base.block_hash(number)?.ok_or(StorageError::MissingBlockHash(number))?)
     }
 }
 
@@ -426,5 +406,35 @@ fn add_writes(
     }
     for (slot, value) in &change.storage {
         writes.push((Location::Storage(address, *slot), Write::Storage(*value)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer_to(to: Address) -> TxEnv {
+        TxEnv { kind: TxKind::Call(to), value: U256::from(1), ..TxEnv::default() }
+    }
+
+    #[test]
+    fn precompiles_of_the_fork_are_never_lazy_recipients() {
+        let ecrecover = Address::with_last_byte(1);
+        let bls_map = Address::with_last_byte(0x11);
+        let user = Address::repeat_byte(0x42);
+        let small_user = Address::with_last_byte(0x42);
+        let candidate = |spec, to| {
+            let block = Block { spec, ..Block::default() };
+            Shared::new(&block).lazy_recipient_candidate(&transfer_to(to))
+        };
+        assert_eq!(candidate(SpecId::PRAGUE, ecrecover), None);
+        assert_eq!(candidate(SpecId::PRAGUE, bls_map), None);
+        assert_eq!(
+            candidate(SpecId::CANCUN, bls_map),
+            Some(bls_map),
+            "no precompile before Prague"
+        );
+        assert_eq!(candidate(SpecId::PRAGUE, user), Some(user));
+        assert_eq!(candidate(SpecId::PRAGUE, small_user), Some(small_user));
     }
 }

@@ -1,8 +1,10 @@
 //! The `Storage` trait every executor path reads through, and its two implementations.
 
+mod layered;
 mod mdbx;
 mod memory;
 
+pub(crate) use layered::Layered;
 pub use mdbx::MdbxStorage;
 pub use memory::InMemoryStorage;
 
