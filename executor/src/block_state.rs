@@ -13,6 +13,7 @@ use alloy_primitives::{
 use revm::{
     Database,
     bytecode::Bytecode,
+    context::JournalInner,
     primitives::hardfork::SpecId,
     state::{AccountInfo, EvmState},
 };
@@ -223,15 +224,18 @@ impl<R: StateReader> BlockState<R> {
     }
 
     /// Turns one transaction's (or system call's) journal output into its diff and applies it.
-    pub fn commit_evm_state(&mut self, state: EvmState, spec: SpecId) -> StateDiff {
-        let diff = evm_state_diff(&state, spec);
+    pub fn commit_evm_state(&mut self, state: &EvmState, spec: SpecId) -> StateDiff {
+        let diff = evm_state_diff(state, spec);
         // Keep revm's analysed code so it is not analysed again.
         if !diff.codes.is_empty() {
-            for account in state.into_values() {
-                if let Some(code) = account.info.code
+            for account in state.values() {
+                if let Some(code) = &account.info.code
                     && diff.codes.contains_key(&account.info.code_hash)
                 {
-                    self.overlay.codes.entry(account.info.code_hash).or_insert(code);
+                    self.overlay
+                        .codes
+                        .entry(account.info.code_hash)
+                        .or_insert_with(|| code.clone());
                 }
             }
         }
@@ -256,6 +260,14 @@ impl<R: StateReader> BlockState<R> {
         }
         Ok(diff)
     }
+}
+
+/// Hands a transaction's finalized state back to the journal, emptied: revm takes the map
+/// out for every transaction and would start the next on a new one, allocating and growing
+/// it again.
+pub(crate) fn recycle<E>(journal: &mut JournalInner<E>, mut state: EvmState) {
+    state.clear();
+    journal.state = state;
 }
 
 /// The diff of one transaction's journal output: every touched account that really changed.

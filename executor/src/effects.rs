@@ -141,5 +141,5 @@ fn system_call<R: StateReader>(
     evm_state.remove(&SYSTEM_ADDRESS);
     evm_state.remove(&block.beneficiary);
     drop(evm);
-    Ok(state.commit_evm_state(evm_state, block.spec))
+    Ok(state.commit_evm_state(&evm_state, block.spec))
 }

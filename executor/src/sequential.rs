@@ -2,7 +2,7 @@
 
 use crate::{
     block::Block,
-    block_state::BlockState,
+    block_state::{BlockState, recycle},
     effects,
     error::ExecutionError,
     outcome::{BlockOutcome, ExecutionStats, TxOutcome},
@@ -44,8 +44,9 @@ pub fn execute_on_reader<R: StateReader>(
     for (index, tx) in block.transactions.iter().enumerate() {
         match evm.transact(tx.clone()) {
             Ok(output) => {
-                let changes =
-                    evm.ctx.journaled_state.database.commit_evm_state(output.state, block.spec);
+                let journal = &mut evm.ctx.journaled_state;
+                let changes = journal.database.commit_evm_state(&output.state, block.spec);
+                recycle(&mut journal.inner, output.state);
                 cumulative_gas += output.result.tx_gas_used();
                 txs.push(executed(tx.tx_type, output.result, cumulative_gas, changes));
             }

@@ -4,7 +4,7 @@
 use super::mv_memory::{Blocked, Found, Location, MvMemory, Read, ReadMode, TxIdx, Write};
 use crate::{
     block::Block,
-    block_state::{evm_state_changes, to_revm_info},
+    block_state::{evm_state_changes, recycle, to_revm_info},
     error::ExecutionError,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{Layered, StateReader, StorageError},
@@ -25,7 +25,13 @@ use revm::{
     primitives::hardfork::SpecId,
     state::{AccountInfo, EvmState},
 };
-use std::{marker::PhantomData, sync::RwLock};
+use std::{
+    marker::PhantomData,
+    sync::{
+        RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 /// What an incarnation produced.
 #[derive(Clone, Debug)]
@@ -72,6 +78,9 @@ pub(crate) struct Shared<'a> {
     pub(crate) block: &'a Block,
     pub(crate) mv: MvMemory<TxOutput>,
     pub(crate) codes: CodeCache,
+    /// Whether `codes` holds anything: most blocks deploy nothing, and their code reads then
+    /// skip the lock, whose shared cache line the workers would otherwise pass back and forth.
+    deployed: AtomicBool,
     /// Accounts that can be credited: the beneficiary and the recipients of plain transfers.
     pub(crate) creditable: AddressSet,
     block_env: BlockEnv,
@@ -88,6 +97,7 @@ impl<'a> Shared<'a> {
             block,
             mv: MvMemory::new(block.transactions.len(), block.beneficiary),
             codes: RwLock::default(),
+            deployed: AtomicBool::new(false),
             creditable: AddressSet::default(),
             block_env: block.block_env(),
             cfg_env: block.cfg_env(),
@@ -177,7 +187,12 @@ impl<R: StateReader> Database for TxView<'_, R> {
         if code_hash == KECCAK256_EMPTY {
             return Ok(Bytecode::default());
         }
-        if let Some(code) = self.shared.codes.read().expect("code cache poisoned").get(&code_hash) {
+        // A transaction that found this hash in the memory found it after its deployer
+        // recorded, and so after `deployed` was set.
+        if self.shared.deployed.load(Ordering::Relaxed)
+            && let Some(code) =
+                self.shared.codes.read().expect("code cache poisoned").get(&code_hash)
+        {
             return Ok(code.clone());
         }
         Ok(self.base.code(code_hash)?.ok_or(StorageError::MissingCode(code_hash))?)
@@ -361,6 +376,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
             writes.push((Location::Account(address), Write::Credit(amount)));
         }
         if !changes.codes.is_empty() {
+            shared.deployed.store(true, Ordering::Relaxed);
             let mut codes = shared.codes.write().expect("code cache poisoned");
             for account in state.values() {
                 if let Some(code) = &account.info.code
@@ -372,6 +388,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
         }
         let creditable =
             changes.accounts.keys().filter(|a| shared.creditable.contains(*a)).copied().collect();
+        recycle(&mut self.evm.ctx.journaled_state.inner, state);
         let output = TxOutput { result: Ok(result), changes, fee, credit, creditable };
         Ok(Attempt::Done { output, writes, reads })
     }
