@@ -9,6 +9,13 @@ use std::{collections::BTreeMap, fmt::Write as _};
 pub struct StoreSummary {
     pub blocks: usize,
     pub geomean_speedup: f64,
+    /// The blocks the parallel path ran with Block-STM, and their geometric-mean speedup.
+    pub block_stm_blocks: usize,
+    pub block_stm_geomean_speedup: Option<f64>,
+    /// The blocks it handed to the sequential path (small, transfer-only, one sender or a
+    /// chain), and theirs: about 1.0 by construction.
+    pub sequential_path_blocks: usize,
+    pub sequential_path_geomean_speedup: Option<f64>,
     pub worst_speedup: f64,
     pub worst_block: u64,
     pub best_speedup: f64,
@@ -27,6 +34,12 @@ pub struct Report {
     pub mdbx_vs_memory: Option<BTreeMap<&'static str, f64>>,
 }
 
+/// The geometric mean of the blocks' speedups (`None` without blocks).
+fn geomean(blocks: &[&BlockReport]) -> Option<f64> {
+    let logs: f64 = blocks.iter().map(|b| b.speedup.ln()).sum();
+    (!blocks.is_empty()).then(|| (logs / blocks.len() as f64).exp())
+}
+
 impl Report {
     pub fn new(blocks: Vec<BlockReport>) -> Self {
         let passed = blocks.iter().filter(|b| b.ok).count();
@@ -37,7 +50,8 @@ impl Report {
             if ok.is_empty() {
                 continue;
             }
-            let geomean = (ok.iter().map(|b| b.speedup.ln()).sum::<f64>() / ok.len() as f64).exp();
+            let (block_stm, sequential_path): (Vec<&BlockReport>, Vec<&BlockReport>) =
+                ok.iter().partition(|b| b.fallback.is_none());
             let by_speedup = |a: &&&BlockReport, b: &&&BlockReport| a.speedup.total_cmp(&b.speedup);
             let worst = ok.iter().min_by(by_speedup).expect("non-empty");
             let best = ok.iter().max_by(by_speedup).expect("non-empty");
@@ -45,7 +59,11 @@ impl Report {
                 storage.name(),
                 StoreSummary {
                     blocks: ok.len(),
-                    geomean_speedup: geomean,
+                    geomean_speedup: geomean(&ok).expect("non-empty"),
+                    block_stm_blocks: block_stm.len(),
+                    block_stm_geomean_speedup: geomean(&block_stm),
+                    sequential_path_blocks: sequential_path.len(),
+                    sequential_path_geomean_speedup: geomean(&sequential_path),
                     worst_speedup: worst.speedup,
                     worst_block: worst.block,
                     best_speedup: best.speedup,
@@ -101,11 +119,20 @@ impl Report {
             );
         }
         for (storage, s) in &self.summary {
+            let part = |geomean: Option<f64>, blocks, how| {
+                geomean.map(|g| format!(", {g:.2}x over the {blocks} {how}")).unwrap_or_default()
+            };
             let _ = writeln!(
                 out,
-                "{storage}: geometric-mean speedup {:.2}x over {} blocks; worst {:.2}x (block {}), best {:.2}x (block {})",
+                "{storage}: geometric-mean speedup {:.2}x over {} blocks{}{}; worst {:.2}x (block {}), best {:.2}x (block {})",
                 s.geomean_speedup,
                 s.blocks,
+                part(s.block_stm_geomean_speedup, s.block_stm_blocks, "run by Block-STM"),
+                part(
+                    s.sequential_path_geomean_speedup,
+                    s.sequential_path_blocks,
+                    "run sequentially"
+                ),
                 s.worst_speedup,
                 s.worst_block,
                 s.best_speedup,
@@ -179,5 +206,50 @@ impl Report {
         }
         svg.push_str("</svg>\n");
         svg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_executor::Fallback;
+
+    fn block(number: u64, speedup: f64, fallback: Option<Fallback>) -> BlockReport {
+        BlockReport {
+            speedup,
+            sequential_ms: speedup,
+            parallel_ms: 1.0,
+            ok: true,
+            error: None,
+            fallback,
+            ..BlockReport::failed(number, StorageKind::Memory, String::new())
+        }
+    }
+
+    #[test]
+    fn summary_splits_block_stm_blocks_from_sequential_ones() {
+        let report = Report::new(vec![
+            block(1, 2.0, None),
+            block(2, 0.5, None),
+            block(3, 1.0, Some(Fallback::FewTransactions)),
+            block(4, 4.0, None),
+            BlockReport::failed(5, StorageKind::Memory, "broken".into()),
+        ]);
+        let memory = &report.summary["memory"];
+        assert_eq!(
+            (memory.blocks, memory.block_stm_blocks, memory.sequential_path_blocks),
+            (4, 3, 1)
+        );
+        // (2 * 0.5 * 4)^(1/3) and (2 * 0.5 * 1 * 4)^(1/4)
+        assert!((memory.block_stm_geomean_speedup.unwrap() - 4f64.cbrt()).abs() < 1e-12);
+        assert!((memory.geomean_speedup - 4f64.powf(0.25)).abs() < 1e-12);
+        assert_eq!(memory.sequential_path_geomean_speedup, Some(1.0));
+        assert_eq!((memory.worst_block, memory.best_block), (2, 4));
+        assert_eq!((report.passed, report.failed), (4, 1));
+        assert!(
+            report
+                .text()
+                .contains("1.59x over the 3 run by Block-STM, 1.00x over the 1 run sequentially")
+        );
     }
 }
