@@ -167,8 +167,9 @@ impl Overlay {
     }
 }
 
-/// The positions of `addresses` (distinct) in ascending order. Sorts each address as three
-/// integers with its position beside them, so a comparison needs no memory beyond the keys.
+/// The positions of `addresses` in ascending order, equal addresses in their input order.
+/// Sorts each address as three integers with its position beside them, so a comparison needs
+/// no memory beyond the keys.
 pub(crate) fn address_order<'a>(addresses: impl Iterator<Item = &'a Address>) -> Vec<u32> {
     let mut keys: Vec<(u64, u64, u32, u32)> = addresses
         .enumerate()

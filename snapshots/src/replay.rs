@@ -8,7 +8,7 @@ use lockstep_executor::{
     revm::{bytecode::Bytecode, primitives::hardfork::SpecId},
     sequential,
 };
-use lockstep_harness::bench::{StorageKind, median};
+use lockstep_harness::bench::{StorageKind, median, turn_order};
 use serde::Serialize;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -252,7 +252,8 @@ pub fn check(snapshot: &Snapshot) -> Result<bool, String> {
 const MIN_TIMED: Duration = Duration::from_millis(20);
 const MAX_RUNS: usize = 200;
 
-/// Runs one snapshot on one store: at least `runs` alternating sequential and parallel runs.
+/// Runs one snapshot on one store: at least `runs` rounds of a sequential and a parallel run,
+/// each first in every other round.
 pub fn replay_on<S: Storage>(
     snapshot: &Snapshot,
     store: &S,
@@ -265,22 +266,33 @@ pub fn replay_on<S: Storage>(
     let mut outcome = None;
     let mut timed = Duration::ZERO;
     while seq_times.len() < runs.max(1) || (timed < MIN_TIMED && seq_times.len() < MAX_RUNS) {
-        let start = Instant::now();
-        let seq = match sequential::execute(store, &snapshot.block) {
-            Ok(seq) => seq,
-            Err(e) => {
-                return (BlockReport { error: Some(format!("sequential: {e}")), ..report }, None);
+        let (mut seq, mut par) = (None, None);
+        // Each path goes first in every other round (see `turn_order`).
+        for path in turn_order(seq_times.len(), 2) {
+            let start = Instant::now();
+            let result = if path == 0 {
+                sequential::execute(store, &snapshot.block)
+            } else {
+                parallel::execute(store, &snapshot.block, config)
+            };
+            let elapsed = start.elapsed();
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let which = ["sequential", "parallel"][path];
+                    return (BlockReport { error: Some(format!("{which}: {e}")), ..report }, None);
+                }
+            };
+            timed += elapsed;
+            if path == 0 {
+                seq_times.push(elapsed);
+                seq = Some(outcome);
+            } else {
+                par_times.push(elapsed);
+                par = Some(outcome);
             }
-        };
-        let seq_time = start.elapsed();
-        let start = Instant::now();
-        let par = match parallel::execute(store, &snapshot.block, config) {
-            Ok(par) => par,
-            Err(e) => {
-                return (BlockReport { error: Some(format!("parallel: {e}")), ..report }, None);
-            }
-        };
-        let par_time = start.elapsed();
+        }
+        let (seq, par) = (seq.expect("ran"), par.expect("ran"));
         if let Some(d) = seq.first_difference(&par) {
             return (
                 BlockReport { error: Some(format!("sequential != parallel: {d}")), ..report },
@@ -289,9 +301,6 @@ pub fn replay_on<S: Storage>(
         }
         report.re_executions = par.stats.re_executions();
         report.fallback = par.stats.fallback;
-        timed += seq_time + par_time;
-        seq_times.push(seq_time);
-        par_times.push(par_time);
         outcome = Some(seq);
     }
     let outcome = outcome.expect("at least one run");

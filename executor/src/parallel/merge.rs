@@ -1,7 +1,10 @@
 //! Merging the transactions' diffs into the block's, split into ranges of keys so that every
 //! worker merges an equal share, even when one account (a token) holds most of the changes.
 
-use crate::state::{AccountDiff, StateDiff};
+use crate::{
+    block_state::address_order,
+    state::{AccountDiff, StateDiff},
+};
 use alloy_primitives::{Address, U256};
 
 /// What a change is ordered by: an account's own fields are `(address, None)`, each of its
@@ -50,10 +53,14 @@ pub(crate) fn merge_range(
         start.is_none_or(|s| s.0 <= *a)
             && end.is_none_or(|e| *a < e.0 || (*a == e.0 && e.1.is_some()))
     };
-    let mut changes: Vec<(&Address, &AccountDiff)> =
+    let unsorted: Vec<(&Address, &AccountDiff)> =
         parts.iter().flat_map(|d| d.accounts.iter()).filter(|(a, _)| address_in_range(a)).collect();
-    // Stable: an account's changes stay in block order.
-    changes.sort_by_key(|(address, _)| **address);
+    // Sorted by copies of the addresses, not through the references: those point into every
+    // transaction's own allocation, and following them in each comparison missed the cache.
+    // An account's changes stay in block order.
+    let order = address_order(unsorted.iter().map(|(address, _)| *address));
+    let changes: Vec<(&Address, &AccountDiff)> =
+        order.into_iter().map(|i| unsorted[i as usize]).collect();
     let mut merged = Vec::new();
     for group in changes.chunk_by(|a, b| a.0 == b.0) {
         let address = *group[0].0;
