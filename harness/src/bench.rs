@@ -237,12 +237,10 @@ pub fn measure<S: Storage>(
         // Each path takes each turn equally often: see [`turn_order`].
         for path in turn_order(run, 3) {
             let start = Instant::now();
+            let block = &workload.block;
             match path {
-                0 => sequential = Some(sequential::execute(store, &workload.block).map_err(fail)?),
-                1 => {
-                    parallel =
-                        Some(parallel::execute(store, &workload.block, config).map_err(fail)?)
-                }
+                0 => sequential = Some(sequential::execute(store, block).map_err(fail)?),
+                1 => parallel = Some(parallel::execute(store, block, config).map_err(fail)?),
                 _ => revm_gas = Some(revm_loop(workload, store).map_err(|e| fail(e.into()))?),
             }
             [&mut seq_times, &mut par_times, &mut base_times][path].push(start.elapsed());
