@@ -107,6 +107,9 @@ fn describe(number: u64, result: &Result<Captured, String>) -> String {
     }
 }
 
+/// How many blocks take turns in one batch.
+const BATCH: usize = 32;
+
 fn run(args: &Args) -> Result<bool, String> {
     let path = match &args.path {
         Some(path) => path.clone(),
@@ -128,17 +131,25 @@ fn run(args: &Args) -> Result<bool, String> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} blocks {msg}").expect("static template"),
     );
     let mut reports: Vec<BlockReport> = Vec::new();
-    for (number, dir) in &blocks {
-        bar.set_message(format!("block {number}"));
-        match replay::load(dir, &hashes) {
-            Ok(snapshot) => {
-                reports.extend(replay::replay(&snapshot, &storages, &config, args.runs).0);
+    // Blocks take turns within a batch (see `replay_all`); batches bound what is held at once.
+    for batch in blocks.chunks(BATCH) {
+        let mut snapshots = Vec::new();
+        for (number, dir) in batch {
+            match replay::load(dir, &hashes) {
+                Ok(snapshot) => snapshots.push(snapshot),
+                Err(e) => reports.extend(
+                    storages.iter().map(|s| BlockReport::failed(*number, *s, e.to_string())),
+                ),
             }
-            Err(e) => reports
-                .extend(storages.iter().map(|s| BlockReport::failed(*number, *s, e.to_string()))),
         }
-        bar.inc(1);
+        let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+        bar.set_message(format!("blocks {first} to {last}"));
+        let replayed = replay::replay_all(&snapshots, &storages, &config, args.runs);
+        reports.extend(replayed.into_iter().flat_map(|(block_reports, _)| block_reports));
+        bar.inc(batch.len() as u64);
     }
+    // Reports by block, each block's stores in the order asked for.
+    reports.sort_by_key(|r| r.block);
     bar.finish_and_clear();
     let report = Report::new(reports);
     print!("{}", report.text());

@@ -252,72 +252,140 @@ pub fn check(snapshot: &Snapshot) -> Result<bool, String> {
 const MIN_TIMED: Duration = Duration::from_millis(20);
 const MAX_RUNS: usize = 200;
 
-/// Runs one snapshot on one store: at least `runs` rounds of a sequential and a parallel run,
-/// each first in every other round.
-pub fn replay_on<S: Storage>(
-    snapshot: &Snapshot,
-    store: &S,
-    storage: StorageKind,
-    config: &ParallelConfig,
-    runs: usize,
-) -> (BlockReport, Option<BlockOutcome>) {
-    let mut report = BlockReport::new(snapshot, storage);
-    let (mut seq_times, mut par_times) = (Vec::new(), Vec::new());
-    let mut outcome = None;
-    let mut timed = Duration::ZERO;
-    while seq_times.len() < runs.max(1) || (timed < MIN_TIMED && seq_times.len() < MAX_RUNS) {
+/// A store of either kind, with the folder an MDBX store lives in.
+enum Store {
+    Memory(InMemoryStorage),
+    /// The store closes before its folder goes.
+    Mdbx {
+        store: MdbxStorage,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Store {
+    fn create(snapshot: &Snapshot, storage: StorageKind) -> Result<Self, String> {
+        match storage {
+            StorageKind::Memory => Ok(Self::Memory(InMemoryStorage::from_diff(&snapshot.state))),
+            StorageKind::Mdbx => {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let store = MdbxStorage::create(dir.path().join("state"), &snapshot.state)
+                    .map_err(|e| e.to_string())?;
+                Ok(Self::Mdbx { store, _dir: dir })
+            }
+        }
+    }
+}
+
+/// The times of one block's runs on one store.
+#[derive(Default)]
+struct Times {
+    sequential: Vec<Duration>,
+    parallel: Vec<Duration>,
+    total: Duration,
+}
+
+impl Times {
+    /// Runs `block` on both paths, each first in every other round (see `turn_order`), and
+    /// returns their outcomes.
+    fn round<S: Storage>(
+        &mut self,
+        store: &S,
+        block: &Block,
+        config: &ParallelConfig,
+    ) -> Result<(BlockOutcome, BlockOutcome), String> {
         let (mut seq, mut par) = (None, None);
-        // Each path goes first in every other round (see `turn_order`).
-        for path in turn_order(seq_times.len(), 2) {
+        for path in turn_order(self.sequential.len(), 2) {
             let start = Instant::now();
             let result = if path == 0 {
-                sequential::execute(store, &snapshot.block)
+                sequential::execute(store, block)
             } else {
-                parallel::execute(store, &snapshot.block, config)
+                parallel::execute(store, block, config)
             };
             let elapsed = start.elapsed();
-            let outcome = match result {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    let which = ["sequential", "parallel"][path];
-                    return (BlockReport { error: Some(format!("{which}: {e}")), ..report }, None);
-                }
-            };
-            timed += elapsed;
+            let outcome =
+                result.map_err(|e| format!("{}: {e}", ["sequential", "parallel"][path]))?;
+            self.total += elapsed;
             if path == 0 {
-                seq_times.push(elapsed);
+                self.sequential.push(elapsed);
                 seq = Some(outcome);
             } else {
-                par_times.push(elapsed);
+                self.parallel.push(elapsed);
                 par = Some(outcome);
             }
         }
-        let (seq, par) = (seq.expect("ran"), par.expect("ran"));
+        Ok((seq.expect("ran"), par.expect("ran")))
+    }
+}
+
+/// One snapshot on one store while its rounds are timed.
+struct Timing<'a> {
+    snapshot: &'a Snapshot,
+    store: Store,
+    report: BlockReport,
+    times: Times,
+    /// The latest sequential outcome.
+    outcome: Option<BlockOutcome>,
+}
+
+impl<'a> Timing<'a> {
+    fn new(snapshot: &'a Snapshot, store: Store, storage: StorageKind) -> Self {
+        Self {
+            snapshot,
+            store,
+            report: BlockReport::new(snapshot, storage),
+            times: Times::default(),
+            outcome: None,
+        }
+    }
+
+    /// Whether it needs another round: fewer than `runs`, or too little time measured.
+    fn wants_round(&self, runs: usize) -> bool {
+        let rounds = self.times.sequential.len();
+        self.report.error.is_none()
+            && (rounds < runs.max(1) || (self.times.total < MIN_TIMED && rounds < MAX_RUNS))
+    }
+
+    /// A sequential and a parallel run, the first of them taking turns (see `turn_order`),
+    /// whose outcomes must agree.
+    fn round(&mut self, config: &ParallelConfig) {
+        let block = &self.snapshot.block;
+        let result = match &self.store {
+            Store::Memory(store) => self.times.round(store, block, config),
+            Store::Mdbx { store, .. } => self.times.round(store, block, config),
+        };
+        let (seq, par) = match result {
+            Ok(outcomes) => outcomes,
+            Err(error) => return self.report.error = Some(error),
+        };
         if let Some(d) = seq.first_difference(&par) {
-            return (
-                BlockReport { error: Some(format!("sequential != parallel: {d}")), ..report },
-                None,
-            );
+            return self.report.error = Some(format!("sequential != parallel: {d}"));
         }
-        report.re_executions = par.stats.re_executions();
-        report.fallback = par.stats.fallback;
-        outcome = Some(seq);
+        self.report.re_executions = par.stats.re_executions();
+        self.report.fallback = par.stats.fallback;
+        self.outcome = Some(seq);
     }
-    let outcome = outcome.expect("at least one run");
-    report.sequential_ms = median(seq_times).as_secs_f64() * 1e3;
-    report.parallel_ms = median(par_times).as_secs_f64() * 1e3;
-    report.speedup = report.sequential_ms / report.parallel_ms;
-    match check_header(snapshot, &outcome) {
-        Ok(checked) => {
-            report.ok = true;
-            report.receipts_root_checked = checked;
+
+    /// The report with median times, checked against the header, and the outcome.
+    fn finish(self) -> (BlockReport, Option<BlockOutcome>) {
+        let mut report = self.report;
+        let Some(outcome) = self.outcome.filter(|_| report.error.is_none()) else {
+            return (report, None);
+        };
+        report.sequential_ms = median(self.times.sequential).as_secs_f64() * 1e3;
+        report.parallel_ms = median(self.times.parallel).as_secs_f64() * 1e3;
+        report.speedup = report.sequential_ms / report.parallel_ms;
+        match check_header(self.snapshot, &outcome) {
+            Ok(checked) => {
+                report.ok = true;
+                report.receipts_root_checked = checked;
+            }
+            Err(mismatch) => {
+                let store = InMemoryStorage::from_diff(&self.snapshot.state);
+                report.error = Some(diagnose(self.snapshot, &store, mismatch));
+            }
         }
-        Err(mismatch) => {
-            let store = InMemoryStorage::from_diff(&snapshot.state);
-            report.error = Some(diagnose(snapshot, &store, mismatch));
-        }
+        (report, Some(outcome))
     }
-    (report, Some(outcome))
 }
 
 /// Runs one snapshot on each requested store; the outcomes must agree across stores.
@@ -327,32 +395,53 @@ pub fn replay(
     config: &ParallelConfig,
     runs: usize,
 ) -> (Vec<BlockReport>, Option<BlockOutcome>) {
+    let mut replayed = replay_all(std::slice::from_ref(snapshot), storages, config, runs);
+    replayed.pop().expect("one snapshot")
+}
+
+/// Runs snapshots on each requested store, in rounds that take turns across all of them: a
+/// burst of noise from the machine then costs a few rounds of many blocks rather than every
+/// round of one (on this 2-core machine one block's median once fell from 1.38x to 0.98x
+/// between two runs of one binary). Per snapshot: its reports, which agree across stores,
+/// and its outcome.
+pub fn replay_all(
+    snapshots: &[Snapshot],
+    storages: &[StorageKind],
+    config: &ParallelConfig,
+    runs: usize,
+) -> Vec<(Vec<BlockReport>, Option<BlockOutcome>)> {
+    let mut timings: Vec<Vec<Timing<'_>>> = snapshots
+        .iter()
+        .map(|snapshot| {
+            storages
+                .iter()
+                .map(|&storage| match Store::create(snapshot, storage) {
+                    Ok(store) => Timing::new(snapshot, store, storage),
+                    Err(e) => {
+                        let store = Store::Memory(InMemoryStorage::default());
+                        let mut timing = Timing::new(snapshot, store, storage);
+                        timing.report.error = Some(format!("cannot create the store: {e}"));
+                        timing
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    while timings.iter().flatten().any(|t| t.wants_round(runs)) {
+        for timing in timings.iter_mut().flatten().filter(|t| t.wants_round(runs)) {
+            timing.round(config);
+        }
+    }
+    timings.into_iter().map(|per_store| agree(per_store.into_iter().map(Timing::finish))).collect()
+}
+
+/// One snapshot's reports across stores, each checked against the first outcome.
+fn agree(
+    finished: impl Iterator<Item = (BlockReport, Option<BlockOutcome>)>,
+) -> (Vec<BlockReport>, Option<BlockOutcome>) {
     let mut reports = Vec::new();
     let mut first: Option<BlockOutcome> = None;
-    for storage in storages {
-        let (mut report, outcome) = match storage {
-            StorageKind::Memory => replay_on(
-                snapshot,
-                &InMemoryStorage::from_diff(&snapshot.state),
-                *storage,
-                config,
-                runs,
-            ),
-            StorageKind::Mdbx => {
-                let created = tempfile::tempdir().map_err(|e| e.to_string()).and_then(|dir| {
-                    MdbxStorage::create(dir.path().join("state"), &snapshot.state)
-                        .map(|s| (dir, s))
-                        .map_err(|e| e.to_string())
-                });
-                match created {
-                    Ok((_dir, store)) => replay_on(snapshot, &store, *storage, config, runs),
-                    Err(e) => {
-                        let error = format!("cannot create the MDBX store: {e}");
-                        (BlockReport::failed(snapshot.number, *storage, error), None)
-                    }
-                }
-            }
-        };
+    for (mut report, outcome) in finished {
         if let (Some(first), Some(outcome)) = (&first, &outcome)
             && let Some(d) = first.first_difference(outcome)
         {

@@ -48,6 +48,29 @@ fn every_shipped_block_matches_its_header() {
 }
 
 #[test]
+fn blocks_taking_turns_give_each_its_own_outcome() {
+    // Rounds alternate across blocks and stores: each block's reports and outcome must still
+    // be its own, as when it runs alone.
+    let snapshots: Vec<Snapshot> =
+        load_all().into_iter().filter(|s| s.block.transactions.len() >= 20).take(3).collect();
+    let config = ParallelConfig::with_threads(2);
+    let stores = [StorageKind::Memory, StorageKind::Mdbx];
+    let together = replay::replay_all(&snapshots, &stores, &config, 2);
+    assert_eq!(together.len(), snapshots.len());
+    for (snapshot, (reports, outcome)) in snapshots.iter().zip(together) {
+        assert_eq!(reports.len(), 2);
+        for report in &reports {
+            assert!(report.ok && report.block == snapshot.number, "{report:?}");
+        }
+        let alone = replay::replay(snapshot, &[StorageKind::Memory], &config, 1).1.unwrap();
+        assert_eq!(
+            serde_json::to_value(replay::summarize(snapshot.number, &outcome.unwrap())).unwrap(),
+            serde_json::to_value(replay::summarize(snapshot.number, &alone)).unwrap()
+        );
+    }
+}
+
+#[test]
 fn every_shipped_block_matches_when_forced_parallel() {
     // The same blocks through Block-STM even where the executor would choose sequential.
     let config = ParallelConfig::always_parallel(3);
