@@ -167,7 +167,7 @@ impl Shard {
         }
         let at = u32::try_from(self.nodes.len()).expect("fewer than 2^32 locations per shard");
         let next = self.index.insert(hash, at);
-        self.nodes.push(Node { location: *location, versions: Versions::One((tx, entry)), next });
+        self.nodes.push(Node { location: *location, versions: Versions::new(tx, entry), next });
     }
 }
 
@@ -220,59 +220,130 @@ pub(crate) enum ReadMode {
 }
 
 /// One location's entries, sorted by transaction. Most locations have a single writer, kept
-/// inline; more spill into a vector (one small allocation, never a tree node).
+/// inline; more spill into a boxed [`Stacked`] (one small allocation, never a tree node).
 #[derive(Debug)]
 enum Versions {
+    Empty,
+    /// A write other than a credit, or an estimate.
     One((TxIdx, Entry)),
-    Many(Vec<(TxIdx, Entry)>),
+    Credit(Credit),
+    Many(Box<Stacked>),
 }
 
-impl Versions {
-    fn as_slice(&self) -> &[(TxIdx, Entry)] {
-        match self {
-            Versions::One(pair) => std::slice::from_ref(pair),
-            Versions::Many(pairs) => pairs,
+/// A credit of `amount` by an incarnation of a transaction.
+type Credit = (TxIdx, Incarnation, U256);
+
+/// A location's entries when there are several. Credits are kept apart from the other
+/// entries: a popular recipient of plain transfers gathers hundreds of them, and a read that
+/// ignores credits (or the credits below the latest write) then finds its entry by binary
+/// search instead of walking them all (measured: 4% of a 1,100-transaction block).
+#[derive(Debug, Default)]
+struct Stacked {
+    /// Writes other than credits, and estimates, by transaction.
+    entries: Vec<(TxIdx, Entry)>,
+    /// Credits, by transaction; a transaction is in one list at most.
+    credits: Vec<Credit>,
+}
+
+impl Stacked {
+    fn remove(&mut self, tx: TxIdx) {
+        if let Ok(i) = self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
+            self.entries.remove(i);
+        } else if let Ok(i) = self.credits.binary_search_by_key(&tx, |(t, ..)| *t) {
+            self.credits.remove(i);
         }
     }
 
-    fn insert(&mut self, tx: TxIdx, entry: Entry) {
-        let pairs = match self {
-            Versions::One((t, e)) if *t == tx => return *e = entry,
-            Versions::One(_) => {
-                let Versions::One(first) =
-                    std::mem::replace(self, Versions::Many(Vec::with_capacity(2)))
-                else {
-                    unreachable!()
-                };
-                let Versions::Many(pairs) = self else { unreachable!() };
-                pairs.push(first);
-                pairs
+    /// Adds the entry of a transaction that has none.
+    fn add(&mut self, tx: TxIdx, entry: Entry) {
+        if let Entry::Written(incarnation, Write::Credit(amount)) = entry {
+            let i = self.credits.partition_point(|(t, ..)| *t < tx);
+            self.credits.insert(i, (tx, incarnation, amount));
+        } else {
+            let i = self.entries.partition_point(|(t, _)| *t < tx);
+            self.entries.insert(i, (tx, entry));
+        }
+    }
+}
+
+/// What a read below a transaction meets: the latest entry that is not a credit, and the
+/// credits stacked on it, oldest first.
+type Below<'a> = (Option<(TxIdx, &'a Entry)>, &'a [Credit]);
+
+impl Versions {
+    fn new(tx: TxIdx, entry: Entry) -> Self {
+        match entry {
+            Entry::Written(incarnation, Write::Credit(amount)) => {
+                Versions::Credit((tx, incarnation, amount))
             }
-            Versions::Many(pairs) => pairs,
-        };
-        match pairs.binary_search_by_key(&tx, |(t, _)| *t) {
-            Ok(i) => pairs[i].1 = entry,
-            Err(i) => pairs.insert(i, (tx, entry)),
+            entry => Versions::One((tx, entry)),
+        }
+    }
+
+    /// Sets the entry of `tx`.
+    fn insert(&mut self, tx: TxIdx, entry: Entry) {
+        match self {
+            Versions::Empty => *self = Versions::new(tx, entry),
+            Versions::One((t, _)) | Versions::Credit((t, ..)) if *t == tx => {
+                *self = Versions::new(tx, entry);
+            }
+            Versions::Many(stacked) => {
+                stacked.remove(tx);
+                stacked.add(tx, entry);
+            }
+            Versions::One(_) | Versions::Credit(_) => {
+                let mut stacked = Box::<Stacked>::default();
+                match std::mem::replace(self, Versions::Empty) {
+                    Versions::One((t, first)) => stacked.entries.push((t, first)),
+                    Versions::Credit(first) => stacked.credits.push(first),
+                    Versions::Empty | Versions::Many(_) => unreachable!("matched above"),
+                }
+                stacked.add(tx, entry);
+                *self = Versions::Many(stacked);
+            }
         }
     }
 
     fn remove(&mut self, tx: TxIdx) {
         match self {
-            Versions::One((t, _)) if *t == tx => *self = Versions::Many(Vec::new()),
-            Versions::One(_) => {}
-            Versions::Many(pairs) => {
-                if let Ok(i) = pairs.binary_search_by_key(&tx, |(t, _)| *t) {
-                    pairs.remove(i);
-                }
+            Versions::One((t, _)) | Versions::Credit((t, ..)) if *t == tx => {
+                *self = Versions::Empty;
             }
+            Versions::Many(stacked) => stacked.remove(tx),
+            Versions::Empty | Versions::One(_) | Versions::Credit(_) => {}
         }
     }
 
-    /// Entries of transactions below `tx`, highest first.
-    fn below(&self, tx: TxIdx) -> impl Iterator<Item = &(TxIdx, Entry)> {
-        let pairs = self.as_slice();
-        let end = pairs.partition_point(|(t, _)| *t < tx);
-        pairs[..end].iter().rev()
+    /// What a read by `tx` meets (see [`Below`]).
+    fn below(&self, tx: TxIdx) -> Below<'_> {
+        match self {
+            Versions::One((t, entry)) if *t < tx => (Some((*t, entry)), &[]),
+            Versions::Credit(credit) if credit.0 < tx => (None, std::slice::from_ref(credit)),
+            Versions::Many(stacked) => {
+                let below = stacked.entries.partition_point(|(t, _)| *t < tx);
+                let latest = below.checked_sub(1).map(|i| &stacked.entries[i]);
+                let credits = &stacked.credits;
+                let from = latest.map_or(0, |(w, _)| credits.partition_point(|(t, ..)| t < w));
+                let to = credits.partition_point(|(t, ..)| *t < tx);
+                (latest.map(|(t, entry)| (*t, entry)), &credits[from..to])
+            }
+            Versions::Empty | Versions::One(_) | Versions::Credit(_) => (None, &[]),
+        }
+    }
+
+    /// Every transaction with an entry, in order.
+    #[cfg(test)]
+    fn writers(&self) -> Vec<TxIdx> {
+        let mut all: Vec<TxIdx> = match self {
+            Versions::Empty => Vec::new(),
+            Versions::One((t, _)) | Versions::Credit((t, ..)) => vec![*t],
+            Versions::Many(stacked) => {
+                let credits = stacked.credits.iter().map(|(t, ..)| *t);
+                stacked.entries.iter().map(|(t, _)| *t).chain(credits).collect()
+            }
+        };
+        all.sort_unstable();
+        all
     }
 }
 
@@ -531,24 +602,19 @@ impl<O> MvMemory<O> {
         }
         let shard = self.shard(hash);
         let Some(versions) = shard.get(hash, location) else { return Ok(()) };
-        for &(writer, ref entry) in versions.below(tx) {
-            match entry {
-                Entry::Estimate => return Err(Blocked(writer)),
-                Entry::Written(incarnation, Write::Credit(amount)) => {
-                    if mode == ReadMode::Full {
-                        found
-                            .origin
-                            .credits
-                            .push(Version { tx: writer, incarnation: *incarnation });
-                        found.credits.push(*amount);
-                    }
-                }
-                Entry::Written(incarnation, write) => {
-                    found.origin.base = Some(Version { tx: writer, incarnation: *incarnation });
-                    found.write = Some(*write);
-                    break;
-                }
+        let (latest, credits) = versions.below(tx);
+        if let Some((writer, Entry::Estimate)) = latest {
+            return Err(Blocked(writer));
+        }
+        if mode == ReadMode::Full {
+            for &(writer, incarnation, amount) in credits.iter().rev() {
+                found.origin.credits.push(Version { tx: writer, incarnation });
+                found.credits.push(amount);
             }
+        }
+        if let Some((writer, Entry::Written(incarnation, write))) = latest {
+            found.origin.base = Some(Version { tx: writer, incarnation: *incarnation });
+            found.write = Some(*write);
         }
         Ok(())
     }
@@ -600,13 +666,67 @@ mod tests {
         shard.insert(7, &slot(1), 3, written(11));
         let txs = |location| {
             let versions = shard.get(7, &location).expect("inserted");
-            versions.as_slice().iter().map(|(tx, _)| *tx).collect::<Vec<_>>()
+            versions.writers()
         };
         assert_eq!(txs(slot(1)), vec![0, 3]);
         assert_eq!(txs(slot(2)), vec![1]);
         assert_eq!(txs(slot(3)), vec![2]);
         assert!(shard.get(7, &slot(4)).is_none(), "a fourth location on that hash is absent");
         assert!(shard.get(8, &slot(1)).is_none(), "a location is found by its own hash only");
+    }
+
+    /// An operation on one location's versions: set an entry of a transaction (0: estimate,
+    /// 1: a write, 2: a credit), or remove it.
+    fn operation() -> impl proptest::strategy::Strategy<Value = (TxIdx, Option<u8>)> {
+        (0..8usize, proptest::option::of(0u8..3))
+    }
+
+    proptest::proptest! {
+        /// Kept apart, credits still stack exactly as walking all entries newest first would
+        /// find them: down to the latest other entry, which decides.
+        #[test]
+        fn versions_below_match_a_walk_of_every_entry(
+            operations in proptest::collection::vec(operation(), 0..24),
+        ) {
+            let entry = |tx: TxIdx, kind: u8| match kind {
+                0 => Entry::Estimate,
+                1 => Entry::Written(tx as Incarnation, Write::Storage(U256::from(tx))),
+                _ => Entry::Written(tx as Incarnation, Write::Credit(U256::from(tx))),
+            };
+            let mut versions = Versions::Empty;
+            let mut model = std::collections::BTreeMap::new();
+            for (tx, kind) in operations {
+                match kind {
+                    Some(kind) => {
+                        versions.insert(tx, entry(tx, kind));
+                        model.insert(tx, kind);
+                    }
+                    None => {
+                        versions.remove(tx);
+                        model.remove(&tx);
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(versions.writers(), model.keys().copied().collect::<Vec<_>>());
+            for reader in 0..9 {
+                let mut credits = Vec::new();
+                let mut latest = None;
+                for (&tx, &kind) in model.range(..reader).rev() {
+                    if kind == 2 {
+                        credits.push(tx);
+                    } else {
+                        latest = Some((tx, kind));
+                        break;
+                    }
+                }
+                credits.reverse();
+                let (found, stacked) = versions.below(reader);
+                let found = found.map(|(tx, e)| (tx, u8::from(matches!(e, Entry::Written(..)))));
+                proptest::prop_assert_eq!(found, latest);
+                let stacked: Vec<TxIdx> = stacked.iter().map(|(tx, ..)| *tx).collect();
+                proptest::prop_assert_eq!(stacked, credits);
+            }
+        }
     }
 
     #[test]
