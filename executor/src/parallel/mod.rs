@@ -7,6 +7,7 @@
 //! are resolved in block order at the end. The outcome is the sequential path's, bit for bit.
 
 mod chaos;
+mod hints;
 mod merge;
 mod mv_memory;
 mod padded;
@@ -24,8 +25,8 @@ use crate::{
     state::StateDiff,
     storage::{Layered, StateReader, Storage},
 };
-use alloy_primitives::map::{AddressMap, Entry};
 use chaos::Chaos;
+use hints::{Calls, Senders};
 use mv_memory::{Recorded, TxIdx, Version};
 use scheduler::{Scheduler, Task};
 use std::{
@@ -122,7 +123,7 @@ pub fn execute<S: Storage + ?Sized>(
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
 
     let shared = Shared::new(block);
-    let run = Run::new(&shared, config, &pre_block, senders.previous);
+    let run = Run::new(&shared, config, &pre_block, senders.previous, Calls::of(block));
     std::thread::scope(|scope| {
         let workers: Vec<_> = (1..config.threads.get())
             .map(|worker| {
@@ -188,66 +189,6 @@ fn contract_gas(block: &Block) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// How many transactions of each kind [`early_candidates`] picks.
-const EARLY_PER_KEY: usize = 2;
-
-/// Transactions past the block's first eighth that may take far longer than their position
-/// leaves time for: the longest calldata and the highest gas limits. Proof verifications
-/// and rollup batches rank there, and take milliseconds (pairings, KZG) for modest gas; one
-/// that starts late in block order runs alone while the other workers idle (measured: a
-/// 4.8 ms transaction last in a 8.8 ms block, a 6 ms one at 23 of 186). Only those above
-/// the block's mean count, so a block of alike transactions keeps its order. Latest first,
-/// as those would start last.
-fn early_candidates(block: &Block) -> Vec<TxIdx> {
-    let txs = &block.transactions;
-    let late: Vec<TxIdx> =
-        (txs.len() / 8..txs.len()).filter(|&tx| !txs[tx].data.is_empty()).collect();
-    let top = |key: fn(&revm::context::TxEnv) -> u64| {
-        let mean = txs.iter().map(key).fold(0u64, u64::saturating_add) / txs.len().max(1) as u64;
-        let mut ranked: Vec<TxIdx> =
-            late.iter().copied().filter(|&tx| key(&txs[tx]) > mean).collect();
-        ranked.sort_by_key(|&tx| std::cmp::Reverse(key(&txs[tx])));
-        ranked.truncate(EARLY_PER_KEY);
-        ranked
-    };
-    let mut early = top(|tx| tx.data.len() as u64);
-    early.extend(top(|tx| tx.gas_limit));
-    early.sort_unstable_by(|a, b| b.cmp(a));
-    early.dedup();
-    early
-}
-
-/// Who signs a block's transactions, as far as scheduling cares.
-struct Senders {
-    /// How many transactions the most frequent sender signs.
-    top_count: usize,
-    /// Per transaction, the sender's previous transaction in the block: the one whose nonce
-    /// it follows, so it cannot run before that one has.
-    previous: Vec<Option<TxIdx>>,
-}
-
-impl Senders {
-    fn of(block: &Block) -> Self {
-        // Per sender: transactions so far, and the latest.
-        let mut seen: AddressMap<(usize, TxIdx)> = AddressMap::default();
-        let previous = (block.transactions.iter().enumerate())
-            .map(|(tx, env)| match seen.entry(env.caller) {
-                Entry::Occupied(mut entry) => {
-                    let (count, latest) = entry.get_mut();
-                    *count += 1;
-                    Some(std::mem::replace(latest, tx))
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert((1, tx));
-                    None
-                }
-            })
-            .collect();
-        let top_count = seen.values().map(|(count, _)| *count).max().unwrap_or(0);
-        Self { top_count, previous }
-    }
-}
-
 /// State of one parallel run, shared by its workers.
 struct Run<'a> {
     shared: &'a Shared<'a>,
@@ -256,6 +197,7 @@ struct Run<'a> {
     scheduler: Scheduler,
     /// Per transaction, the same sender's previous one (see [`Senders`]).
     previous_of_sender: Vec<Option<TxIdx>>,
+    calls: Calls,
     tail: Tail,
     error: Mutex<Option<ExecutionError>>,
     fell_back: AtomicBool,
@@ -269,14 +211,16 @@ impl<'a> Run<'a> {
         config: &'a ParallelConfig,
         pre_block: &'a StateDiff,
         previous_of_sender: Vec<Option<TxIdx>>,
+        calls: Calls,
     ) -> Self {
         let txs = shared.block.transactions.len();
         Self {
             shared,
             config,
             pre_block,
-            scheduler: Scheduler::new(txs).with_early(early_candidates(shared.block)),
+            scheduler: Scheduler::new(txs).with_early(hints::early_candidates(shared.block)),
             previous_of_sender,
+            calls,
             tail: Tail::new(config.threads.get()),
             error: Mutex::default(),
             fell_back: AtomicBool::new(false),
@@ -351,10 +295,10 @@ impl<'a> Run<'a> {
         version: Version,
     ) -> Option<Task> {
         // A transaction whose sender's previous one has not executed would read a nonce
-        // that is about to change: wait for it instead of executing in vain.
-        if let Some(previous) = self.previous_of_sender[version.tx]
-            && self.scheduler.add_dependency(version.tx, previous)
-        {
+        // that is about to change, and so would a call of a function that proved a chain:
+        // wait for it instead of executing in vain.
+        let previous = [self.previous_of_sender[version.tx], self.calls.wait_for(version.tx)];
+        if previous.into_iter().flatten().any(|p| self.scheduler.add_dependency(version.tx, p)) {
             return None;
         }
         loop {
@@ -366,6 +310,7 @@ impl<'a> Run<'a> {
                     return None;
                 }
                 Ok(Attempt::Blocked(blocker)) => {
+                    self.calls.conflict(version.tx, blocker);
                     self.total_reruns.fetch_add(1, Ordering::Relaxed);
                     self.check_chain(executions);
                     if self.scheduler.add_dependency(version.tx, blocker) {
@@ -385,6 +330,9 @@ impl<'a> Run<'a> {
         let aborted = !self.shared.mv.validate_reads(version.tx)
             && self.scheduler.try_validation_abort(version);
         if aborted {
+            if let Some(writer) = self.shared.mv.stale_read_writer(version.tx) {
+                self.calls.conflict(version.tx, writer);
+            }
             self.shared.mv.convert_writes_to_estimates(version.tx);
             self.total_reruns.fetch_add(1, Ordering::Relaxed);
             self.check_chain(self.total_executions.load(Ordering::Relaxed));
@@ -485,37 +433,5 @@ fn idle_wait(idle: &mut u32) {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use alloy_primitives::Bytes;
-    use revm::context::TxEnv;
-
-    fn block_of(txs: impl IntoIterator<Item = (u64, usize)>) -> Block {
-        let transactions = txs
-            .into_iter()
-            .map(|(gas_limit, data)| TxEnv {
-                gas_limit,
-                data: Bytes::from(vec![1; data]),
-                ..Default::default()
-            })
-            .collect();
-        Block { transactions, ..Block::default() }
-    }
-
-    #[test]
-    fn early_candidates_are_the_late_outliers_latest_first() {
-        let alike = block_of(vec![(100_000, 68); 40]);
-        assert!(early_candidates(&alike).is_empty(), "alike transactions keep block order");
-        let mut txs = vec![(100_000, 68); 40];
-        txs[3] = (5_000_000, 9_000); // in the first eighth: starts soon anyway
-        txs[30] = (400_000, 68);
-        txs[35] = (150_000, 2_000);
-        txs[39] = (300_000, 4_000);
-        txs[38] = (50_000, 0); // no calldata: a plain transfer is never heavy
-        assert_eq!(early_candidates(&block_of(txs)), vec![39, 35, 30]);
     }
 }

@@ -551,6 +551,20 @@ impl<O> MvMemory<O> {
             && record.reads.iter().all(|r| self.still_valid(&r.location, tx, r.mode, &r.origin))
     }
 
+    /// The transaction whose write a read of `tx` no longer matches: the newest one the
+    /// first stale read now depends on (`None` when none is stale, or it finds the base).
+    pub(crate) fn stale_read_writer(&self, tx: TxIdx) -> Option<TxIdx> {
+        let record = self.tx(tx);
+        record.reads.iter().find_map(|r| match self.read(&r.location, tx, r.mode) {
+            Err(Blocked(writer)) => Some(Some(writer)),
+            Ok(found) if found.origin != r.origin => {
+                let newest = found.origin.credits.first().or(found.origin.base.as_ref());
+                Some(newest.map(|v| v.tx))
+            }
+            Ok(_) => None,
+        })?
+    }
+
     /// What transaction `tx` reads at `location`.
     pub(crate) fn read(
         &self,

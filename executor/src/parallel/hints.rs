@@ -1,0 +1,187 @@
+//! What a block's transactions tell the scheduler before and while they run: which may
+//! take long, whose nonces chain, and which calls to one function turn out to conflict.
+
+use super::mv_memory::TxIdx;
+use crate::block::Block;
+use alloy_primitives::{
+    Address, TxKind,
+    map::{AddressMap, Entry, HashMap},
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How many transactions of each kind [`early_candidates`] picks.
+const EARLY_PER_KEY: usize = 2;
+
+/// Transactions past the block's first eighth that may take far longer than their position
+/// leaves time for: the longest calldata and the highest gas limits. Proof verifications
+/// and rollup batches rank there, and take milliseconds (pairings, KZG) for modest gas; one
+/// that starts late in block order runs alone while the other workers idle (measured: a
+/// 4.8 ms transaction last in a 8.8 ms block, a 6 ms one at 23 of 186). Only those above
+/// the block's mean count, so a block of alike transactions keeps its order. Latest first,
+/// as those would start last.
+pub(super) fn early_candidates(block: &Block) -> Vec<TxIdx> {
+    let txs = &block.transactions;
+    let late: Vec<TxIdx> =
+        (txs.len() / 8..txs.len()).filter(|&tx| !txs[tx].data.is_empty()).collect();
+    let top = |key: fn(&revm::context::TxEnv) -> u64| {
+        let mean = txs.iter().map(key).fold(0u64, u64::saturating_add) / txs.len().max(1) as u64;
+        let mut ranked: Vec<TxIdx> =
+            late.iter().copied().filter(|&tx| key(&txs[tx]) > mean).collect();
+        ranked.sort_by_key(|&tx| std::cmp::Reverse(key(&txs[tx])));
+        ranked.truncate(EARLY_PER_KEY);
+        ranked
+    };
+    let mut early = top(|tx| tx.data.len() as u64);
+    early.extend(top(|tx| tx.gas_limit));
+    early.sort_unstable_by(|a, b| b.cmp(a));
+    early.dedup();
+    early
+}
+
+/// Who signs a block's transactions, as far as scheduling cares.
+pub(super) struct Senders {
+    /// How many transactions the most frequent sender signs.
+    pub(super) top_count: usize,
+    /// Per transaction, the sender's previous transaction in the block: the one whose nonce
+    /// it follows, so it cannot run before that one has.
+    pub(super) previous: Vec<Option<TxIdx>>,
+}
+
+impl Senders {
+    pub(super) fn of(block: &Block) -> Self {
+        // Per sender: transactions so far, and the latest.
+        let mut seen: AddressMap<(usize, TxIdx)> = AddressMap::default();
+        let previous = (block.transactions.iter().enumerate())
+            .map(|(tx, env)| match seen.entry(env.caller) {
+                Entry::Occupied(mut entry) => {
+                    let (count, latest) = entry.get_mut();
+                    *count += 1;
+                    Some(std::mem::replace(latest, tx))
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert((1, tx));
+                    None
+                }
+            })
+            .collect();
+        let top_count = seen.values().map(|(count, _)| *count).max().unwrap_or(0);
+        Self { top_count, previous }
+    }
+}
+
+/// Calls of one function of one contract (its address and selector). Runs of them often
+/// conflict (a sale's counter, a pool's reserves) and as often do not (token transfers
+/// between different holders), so a function counts as a chain only once two of its calls
+/// were seen to conflict; from then on its calls wait for the previous one to execute
+/// instead of executing in vain. Block 10760440 holds three runs of up to ten such calls.
+#[derive(Debug)]
+pub(super) struct Calls {
+    /// Per transaction, the function it calls (an index into `chained`).
+    function: Vec<Option<u32>>,
+    /// Per transaction, the previous call of its function.
+    previous: Vec<Option<TxIdx>>,
+    /// Per function, whether two of its calls conflicted.
+    chained: Vec<AtomicBool>,
+}
+
+impl Calls {
+    pub(super) fn of(block: &Block) -> Self {
+        // Per function: its index, and its latest call so far.
+        let mut seen: HashMap<(Address, [u8; 4]), (u32, TxIdx)> = HashMap::default();
+        let (function, previous) = (block.transactions.iter().enumerate())
+            .map(|(tx, env)| {
+                let TxKind::Call(to) = env.kind else { return (None, None) };
+                let Some(selector) = env.data.get(..4) else { return (None, None) };
+                let key = (to, selector.try_into().expect("four bytes"));
+                let functions = u32::try_from(seen.len()).expect("fewer than 2^32 functions");
+                match seen.entry(key) {
+                    Entry::Occupied(mut entry) => {
+                        let (function, latest) = entry.get_mut();
+                        (Some(*function), Some(std::mem::replace(latest, tx)))
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert((functions, tx));
+                        (Some(functions), None)
+                    }
+                }
+            })
+            .unzip();
+        let chained = (0..seen.len()).map(|_| AtomicBool::new(false)).collect();
+        Self { function, previous, chained }
+    }
+
+    /// Notes that `tx` read what `writer` wrote while it was stale or about to change: when
+    /// both call one function, that function is a chain.
+    pub(super) fn conflict(&self, tx: TxIdx, writer: TxIdx) {
+        if let (Some(a), Some(b)) = (self.function[tx], self.function[writer])
+            && a == b
+        {
+            self.chained[a as usize].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The previous call `tx` should wait for: its function's, once that is a chain.
+    pub(super) fn wait_for(&self, tx: TxIdx) -> Option<TxIdx> {
+        let function = self.function[tx]?;
+        self.chained[function as usize].load(Ordering::Relaxed).then_some(self.previous[tx])?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::Bytes;
+    use revm::context::TxEnv;
+
+    fn block_of(txs: impl IntoIterator<Item = (u64, usize)>) -> Block {
+        let transactions = txs
+            .into_iter()
+            .map(|(gas_limit, data)| TxEnv {
+                gas_limit,
+                data: Bytes::from(vec![1; data]),
+                ..Default::default()
+            })
+            .collect();
+        Block { transactions, ..Block::default() }
+    }
+
+    #[test]
+    fn early_candidates_are_the_late_outliers_latest_first() {
+        let alike = block_of(vec![(100_000, 68); 40]);
+        assert!(early_candidates(&alike).is_empty(), "alike transactions keep block order");
+        let mut txs = vec![(100_000, 68); 40];
+        txs[3] = (5_000_000, 9_000); // in the first eighth: starts soon anyway
+        txs[30] = (400_000, 68);
+        txs[35] = (150_000, 2_000);
+        txs[39] = (300_000, 4_000);
+        txs[38] = (50_000, 0); // no calldata: a plain transfer is never heavy
+        assert_eq!(early_candidates(&block_of(txs)), vec![39, 35, 30]);
+    }
+
+    #[test]
+    fn calls_of_a_function_wait_for_each_other_once_two_conflicted() {
+        let call = |to: u8, selector: u8| TxEnv {
+            kind: TxKind::Call(Address::repeat_byte(to)),
+            data: Bytes::from(vec![selector; 36]),
+            ..Default::default()
+        };
+        let transfer = TxEnv { kind: TxKind::Call(Address::repeat_byte(1)), ..Default::default() };
+        // Function (1, a) at 0, 2 and 5; (1, b) at 1 and 4; (2, a) at 3; a transfer at 6.
+        let txs = vec![call(1, 0xa), call(1, 0xb), call(1, 0xa), call(2, 0xa), call(1, 0xb)];
+        let mut transactions = txs;
+        transactions.extend([call(1, 0xa), transfer]);
+        let calls = Calls::of(&Block { transactions, ..Block::default() });
+        assert!((0..7).all(|tx| calls.wait_for(tx).is_none()), "no chain before a conflict");
+        // Conflicts across functions, or with a transfer, prove nothing.
+        calls.conflict(3, 2);
+        calls.conflict(4, 2);
+        calls.conflict(6, 5);
+        assert!((0..7).all(|tx| calls.wait_for(tx).is_none()));
+        calls.conflict(2, 0);
+        assert_eq!(calls.wait_for(5), Some(2), "a call waits for its function's previous one");
+        assert_eq!(calls.wait_for(2), Some(0));
+        assert_eq!(calls.wait_for(0), None, "the first call has none to wait for");
+        assert_eq!(calls.wait_for(4), None, "another function of that contract is not a chain");
+        assert_eq!(calls.wait_for(3), None, "nor is that function on another contract");
+    }
+}
