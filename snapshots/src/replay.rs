@@ -248,8 +248,9 @@ pub fn check(snapshot: &Snapshot) -> Result<bool, String> {
 
 /// Timing keeps alternating past the requested runs until both paths together took this
 /// long (or [`MAX_RUNS`] were made): the median of a handful of runs of a block that takes
-/// microseconds is mostly noise.
-const MIN_TIMED: Duration = Duration::from_millis(20);
+/// microseconds is mostly noise, and at 20 ms two blocks that run sequentially on both paths
+/// still came out at 0.92x and 0.93x.
+const MIN_TIMED: Duration = Duration::from_millis(100);
 const MAX_RUNS: usize = 200;
 
 /// A store of either kind, with the folder an MDBX store lives in.
@@ -276,12 +277,26 @@ impl Store {
     }
 }
 
+/// Blocks faster than this run several times per timed sample, so that a sample takes about
+/// this long: a single run of a block of microseconds is at the mercy of the timer and of
+/// any interrupt (blocks that run sequentially on both paths came out anywhere from 0.93x
+/// to 1.03x when timed one run at a time).
+const MIN_SAMPLE: Duration = Duration::from_micros(500);
+
 /// The times of one block's runs on one store.
-#[derive(Default)]
 struct Times {
+    /// Per round, the time of one run, from a sample of `batch` runs.
     sequential: Vec<Duration>,
     parallel: Vec<Duration>,
     total: Duration,
+    /// Runs per sample, set from the first round.
+    batch: u32,
+}
+
+impl Default for Times {
+    fn default() -> Self {
+        Self { sequential: Vec::new(), parallel: Vec::new(), total: Duration::ZERO, batch: 1 }
+    }
 }
 
 impl Times {
@@ -295,23 +310,41 @@ impl Times {
     ) -> Result<(BlockOutcome, BlockOutcome), String> {
         let (mut seq, mut par) = (None, None);
         for path in turn_order(self.sequential.len(), 2) {
-            let start = Instant::now();
-            let result = if path == 0 {
-                sequential::execute(store, block)
-            } else {
-                parallel::execute(store, block, config)
+            let run = || {
+                if path == 0 {
+                    sequential::execute(store, block)
+                } else {
+                    parallel::execute(store, block, config)
+                }
             };
+            // Outcomes are dropped after the clock stops, as a single run's is.
+            let mut results = Vec::with_capacity(self.batch as usize);
+            let start = Instant::now();
+            for _ in 0..self.batch {
+                results.push(run());
+                if results.last().is_some_and(Result::is_err) {
+                    break;
+                }
+            }
             let elapsed = start.elapsed();
+            let result = results.pop().expect("at least one run");
             let outcome =
                 result.map_err(|e| format!("{}: {e}", ["sequential", "parallel"][path]))?;
             self.total += elapsed;
+            let one_run = elapsed / self.batch;
             if path == 0 {
-                self.sequential.push(elapsed);
+                self.sequential.push(one_run);
                 seq = Some(outcome);
             } else {
-                self.parallel.push(elapsed);
+                self.parallel.push(one_run);
                 par = Some(outcome);
             }
+        }
+        if self.sequential.len() == 1 {
+            let fastest = self.sequential[0].min(self.parallel[0]).max(Duration::from_nanos(100));
+            self.batch = u32::try_from(MIN_SAMPLE.as_nanos().div_ceil(fastest.as_nanos()))
+                .unwrap_or(u32::MAX)
+                .clamp(1, 1_000);
         }
         Ok((seq.expect("ran"), par.expect("ran")))
     }
@@ -475,5 +508,27 @@ pub fn summarize(number: u64, outcome: &BlockOutcome) -> OutcomeSummary {
         gas_used: outcome.gas_used,
         receipts_root: outcome.receipts_root(),
         diff_digest: keccak256(diff),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_of_microseconds_is_timed_in_batches_of_runs() {
+        let (store, block) = (InMemoryStorage::default(), Block::default());
+        let mut times = Times::default();
+        let config = ParallelConfig::with_threads(2);
+        times.round(&store, &block, &config).expect("an empty block runs");
+        assert!(times.batch > 1, "an empty block takes far less than {MIN_SAMPLE:?}");
+        let first_round = times.total;
+        times.round(&store, &block, &config).expect("an empty block runs");
+        assert_eq!((times.sequential.len(), times.parallel.len()), (2, 2), "a sample per round");
+        // Each sample is one run's share of its batch (up to the division's rounding).
+        let timed = times.total - first_round;
+        let samples = times.sequential[1] + times.parallel[1];
+        let rounding = Duration::from_nanos(2);
+        assert!(samples * times.batch <= timed && timed <= (samples + rounding) * times.batch);
     }
 }
