@@ -279,7 +279,7 @@ impl Store {
 
 /// Blocks faster than this run several times per timed sample, so that a sample takes about
 /// this long: a single run of a block of microseconds is at the mercy of the timer and of
-/// any interrupt (blocks that run sequentially on both paths came out anywhere from 0.93x
+/// any interrupt (blocks that run sequentially on both paths came out anywhere from 0.92x
 /// to 1.03x when timed one run at a time).
 const MIN_SAMPLE: Duration = Duration::from_micros(500);
 

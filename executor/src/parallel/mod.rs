@@ -327,10 +327,10 @@ impl<'a> Run<'a> {
     }
 
     fn validate(&self, version: Version) -> Option<Task> {
-        let aborted = !self.shared.mv.validate_reads(version.tx)
-            && self.scheduler.try_validation_abort(version);
+        let stale = self.shared.mv.validate_reads(version.tx).err();
+        let aborted = stale.is_some() && self.scheduler.try_validation_abort(version);
         if aborted {
-            if let Some(writer) = self.shared.mv.stale_read_writer(version.tx) {
+            if let Some(Some(writer)) = stale {
                 self.calls.conflict(version.tx, writer);
             }
             self.shared.mv.convert_writes_to_estimates(version.tx);
@@ -386,7 +386,7 @@ impl<'a> Run<'a> {
     fn finish_in_order<R: StateReader>(&self, vm: &mut Vm<'_, R>) -> Result<(), ExecutionError> {
         for tx in 0..self.shared.block.transactions.len() {
             // Only an executed transaction's writes are in the memory (not estimates).
-            if self.scheduler.is_executed(tx) && self.shared.mv.validate_reads(tx) {
+            if self.scheduler.is_executed(tx) && self.shared.mv.validate_reads(tx).is_ok() {
                 continue;
             }
             self.scheduler.counters(tx).executions.fetch_add(1, Ordering::Relaxed);

@@ -544,25 +544,15 @@ impl<O> MvMemory<O> {
     }
 
     /// Whether every read of the latest incarnation of `tx` would still find the same
-    /// versions (false before its first execution).
-    pub(crate) fn validate_reads(&self, tx: TxIdx) -> bool {
+    /// versions. When one would not, the transaction whose write its first stale read now
+    /// depends on, the newest of them (`None`: it finds the base state, or `tx` has not
+    /// executed yet).
+    pub(crate) fn validate_reads(&self, tx: TxIdx) -> Result<(), Option<TxIdx>> {
         let record = self.tx(tx);
-        record.output.is_some()
-            && record.reads.iter().all(|r| self.still_valid(&r.location, tx, r.mode, &r.origin))
-    }
-
-    /// The transaction whose write a read of `tx` no longer matches: the newest one the
-    /// first stale read now depends on (`None` when none is stale, or it finds the base).
-    pub(crate) fn stale_read_writer(&self, tx: TxIdx) -> Option<TxIdx> {
-        let record = self.tx(tx);
-        record.reads.iter().find_map(|r| match self.read(&r.location, tx, r.mode) {
-            Err(Blocked(writer)) => Some(Some(writer)),
-            Ok(found) if found.origin != r.origin => {
-                let newest = found.origin.credits.first().or(found.origin.base.as_ref());
-                Some(newest.map(|v| v.tx))
-            }
-            Ok(_) => None,
-        })?
+        if record.output.is_none() {
+            return Err(None);
+        }
+        record.reads.iter().try_for_each(|r| self.recheck(&r.location, tx, r.mode, &r.origin))
     }
 
     /// What transaction `tx` reads at `location`.
@@ -633,15 +623,28 @@ impl<O> MvMemory<O> {
         Ok(())
     }
 
-    /// Whether a read made earlier would still find the same versions.
-    pub(crate) fn still_valid(
+    /// Whether a read made earlier would still find the same versions; when not, the
+    /// newest transaction whose write it now depends on (`None`: the base state).
+    fn recheck(
         &self,
         location: &Location,
         tx: TxIdx,
         mode: ReadMode,
         origin: &Origin,
-    ) -> bool {
-        self.read(location, tx, mode).is_ok_and(|found| found.origin == *origin)
+    ) -> Result<(), Option<TxIdx>> {
+        match self.read(location, tx, mode) {
+            Ok(found) if found.origin == *origin => Ok(()),
+            Ok(found) => {
+                let newest = found.origin.credits.first().or(found.origin.base.as_ref());
+                Err(newest.map(|v| v.tx))
+            }
+            Err(Blocked(writer)) => Err(Some(writer)),
+        }
+    }
+
+    #[cfg(test)]
+    fn still_valid(&self, location: &Location, tx: TxIdx, mode: ReadMode, origin: &Origin) -> bool {
+        self.recheck(location, tx, mode, origin).is_ok()
     }
 }
 
