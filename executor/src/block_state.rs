@@ -2,6 +2,7 @@
 //! changes so far, with reads cached. It is the `revm::Database` of the sequential path.
 
 use crate::{
+    address_order::sorted_by_address,
     sorted_map::SortedMap,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
@@ -96,6 +97,9 @@ impl SlotMap {
     }
 }
 
+/// Whether an account's stored slots were wiped, and the slots written since.
+type WrittenStorage = (bool, SortedMap<U256, U256>);
+
 /// The block's changes so far, with the values read beside them: what a [`BlockState`] layers
 /// on its reader. It knows what the block wrote, so the block's diff comes from it directly
 /// instead of from merging every transaction's.
@@ -142,46 +146,37 @@ impl Overlay {
     /// each account and the slots written since its last wipe. Codes and block hashes are not
     /// tracked here.
     fn changes(&self) -> SortedMap<Address, AccountDiff> {
-        // One pass over the table in its own order, then a sort of small keys: sorting
-        // references into the table would follow each one to a random cache line.
         let written: Vec<(Address, Option<Account>)> = (self.accounts.iter())
             .filter(|(_, account)| account.written)
             .map(|(address, account)| (*address, account.value))
             .collect();
-        let order = address_order(written.iter().map(|(address, _)| address));
-        let diffs = order.into_iter().map(|i| {
-            let (address, account) = written[i as usize];
-            let slots = self.slots.get(&address);
-            let storage = SortedMap::from_distinct(
-                slots
-                    .into_iter()
-                    .flat_map(|s| s.values.iter())
-                    .filter(|(_, slot)| slot.written)
-                    .map(|(slot, value)| (*slot, value.value))
-                    .collect(),
-            );
-            let storage_cleared = slots.is_some_and(|s| s.cleared);
+        // Storage is joined to the sorted accounts rather than looked up for each: most
+        // accounts a block changes hold no storage, and a lookup each cost more than the sort.
+        let mut storages = self.written_storage().into_iter().peekable();
+        let diffs = sorted_by_address(&written).into_iter().map(|(address, account)| {
+            let (storage_cleared, storage) =
+                storages.next_if(|(a, _)| *a == address).map(|(_, s)| s).unwrap_or_default();
             (address, AccountDiff { account, storage_cleared, storage })
         });
-        SortedMap::from_sorted(diffs.collect())
+        let diffs = SortedMap::from_sorted(diffs.collect());
+        debug_assert!(storages.next().is_none(), "storage written without its account");
+        diffs
     }
-}
 
-/// The positions of `addresses` in ascending order, equal addresses in their input order.
-/// Sorts each address as three integers with its position beside them, so a comparison needs
-/// no memory beyond the keys.
-pub(crate) fn address_order<'a>(addresses: impl Iterator<Item = &'a Address>) -> Vec<u32> {
-    let mut keys: Vec<(u64, u64, u32, u32)> = addresses
-        .enumerate()
-        .map(|(i, a)| {
-            let word = |range: std::ops::Range<usize>| {
-                a.0[range].iter().fold(0u64, |word, byte| word << 8 | u64::from(*byte))
-            };
-            (word(0..8), word(8..16), word(16..20) as u32, i as u32)
-        })
-        .collect();
-    keys.sort_unstable();
-    keys.into_iter().map(|(.., i)| i).collect()
+    /// The storage the block wrote, by account in address order.
+    fn written_storage(&self) -> Vec<(Address, WrittenStorage)> {
+        let mut storages: Vec<_> = (self.slots.iter())
+            .map(|(address, slots)| {
+                let written = (slots.values.iter())
+                    .filter(|(_, slot)| slot.written)
+                    .map(|(slot, value)| (*slot, value.value));
+                (*address, (slots.cleared, SortedMap::from_distinct(written.collect())))
+            })
+            .filter(|(_, (cleared, storage))| *cleared || !storage.is_empty())
+            .collect();
+        storages.sort_unstable_by_key(|(address, _)| *address);
+        storages
+    }
 }
 
 /// A reader with the block's changes layered on top.

@@ -5,6 +5,7 @@
 //! - [`storage`]: the [`Storage`] trait with an in-memory and an MDBX store.
 //! - [`root`]: state root and logs hash.
 
+mod address_order;
 pub mod block;
 pub mod block_state;
 pub mod effects;

@@ -2,7 +2,7 @@
 //! worker merges an equal share, even when one account (a token) holds most of the changes.
 
 use crate::{
-    block_state::address_order,
+    address_order::sorted_by_address,
     state::{AccountDiff, StateDiff},
 };
 use alloy_primitives::{Address, U256};
@@ -53,17 +53,16 @@ pub(crate) fn merge_range(
         start.is_none_or(|s| s.0 <= *a)
             && end.is_none_or(|e| *a < e.0 || (*a == e.0 && e.1.is_some()))
     };
-    let unsorted: Vec<(&Address, &AccountDiff)> =
-        parts.iter().flat_map(|d| d.accounts.iter()).filter(|(a, _)| address_in_range(a)).collect();
-    // Sorted by copies of the addresses, not through the references: those point into every
-    // transaction's own allocation, and following them in each comparison missed the cache.
+    let unsorted: Vec<(Address, &AccountDiff)> = (parts.iter())
+        .flat_map(|d| d.accounts.iter())
+        .filter(|(a, _)| address_in_range(a))
+        .map(|(a, change)| (*a, change))
+        .collect();
     // An account's changes stay in block order.
-    let order = address_order(unsorted.iter().map(|(address, _)| *address));
-    let changes: Vec<(&Address, &AccountDiff)> =
-        order.into_iter().map(|i| unsorted[i as usize]).collect();
+    let changes = sorted_by_address(&unsorted);
     let mut merged = Vec::new();
     for group in changes.chunk_by(|a, b| a.0 == b.0) {
-        let address = *group[0].0;
+        let address = group[0].0;
         let whole = in_range(&(address, None))
             && end.is_none_or(|e| e.0 != address)
             && start.is_none_or(|s| s.0 != address || s.1.is_none());
