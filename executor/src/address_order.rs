@@ -18,6 +18,13 @@ pub(crate) fn sorted_by_address<T: Copy>(entries: &[(Address, T)]) -> Vec<(Addre
     address_order(entries).into_iter().map(|i| entries[i as usize]).collect()
 }
 
+/// [`sorted_by_address`] for values that move rather than copy.
+pub(crate) fn sort_by_address<T>(entries: Vec<(Address, T)>) -> Vec<(Address, T)> {
+    let order = address_order(&entries);
+    let mut entries: Vec<Option<(Address, T)>> = entries.into_iter().map(Some).collect();
+    order.into_iter().map(|i| entries[i as usize].take().expect("each position once")).collect()
+}
+
 /// The positions of `entries` in ascending order of address, equal addresses in input order.
 ///
 /// Sorts one integer per entry: the first few address bytes that vary among the entries,
@@ -111,7 +118,8 @@ mod tests {
                 addresses.into_iter().enumerate().map(|(i, a)| (a, i)).collect();
             let mut expected = entries.clone();
             expected.sort_by_key(|(address, _)| *address);
-            prop_assert_eq!(sorted_by_address(&entries), expected);
+            prop_assert_eq!(sorted_by_address(&entries), expected.clone());
+            prop_assert_eq!(sort_by_address(entries), expected);
         }
     }
 

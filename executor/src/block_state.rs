@@ -2,7 +2,7 @@
 //! changes so far, with reads cached. It is the `revm::Database` of the sequential path.
 
 use crate::{
-    address_order::sorted_by_address,
+    address_order::{sort_by_address, sorted_by_address},
     sorted_map::SortedMap,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
@@ -85,15 +85,41 @@ impl SlotMap {
         }
     }
 
+    /// The value of `slot`, read with `read` and cached when it is not held yet (a read
+    /// that gives `None` is not cached). One lookup of the slot, not two.
+    fn get_or_read<E>(
+        &mut self,
+        slot: U256,
+        read: impl FnOnce() -> Result<Option<U256>, E>,
+    ) -> Result<U256, E> {
+        if let Self::Many(map) = self {
+            return match map.entry(slot) {
+                Entry::Occupied(entry) => Ok(entry.get().value),
+                Entry::Vacant(entry) => match read()? {
+                    Some(value) => Ok(entry.insert(Cached::read(value)).value),
+                    None => Ok(U256::ZERO),
+                },
+            };
+        }
+        if let Some(cached) = self.get(&slot) {
+            return Ok(cached.value);
+        }
+        let Some(value) = read()? else { return Ok(U256::ZERO) };
+        self.insert(slot, Cached::read(value));
+        Ok(value)
+    }
+
     fn clear(&mut self) {
         *self = Self::default();
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = (&U256, &Cached<U256>)> + '_> {
-        match self {
-            Self::Few(pairs) => Box::new(pairs.iter().map(|(k, v)| (k, v))),
-            Self::Many(map) => Box::new(map.iter()),
-        }
+    fn iter(&self) -> impl Iterator<Item = (&U256, &Cached<U256>)> {
+        // Either side empty, rather than a boxed iterator: no allocation per account.
+        let (few, many) = match self {
+            Self::Few(pairs) => (Some(pairs.iter().map(|(k, v)| (k, v))), None),
+            Self::Many(map) => (None, Some(map.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
     }
 }
 
@@ -165,7 +191,7 @@ impl Overlay {
 
     /// The storage the block wrote, by account in address order.
     fn written_storage(&self) -> Vec<(Address, WrittenStorage)> {
-        let mut storages: Vec<_> = (self.slots.iter())
+        let storages: Vec<_> = (self.slots.iter())
             .map(|(address, slots)| {
                 let written = (slots.values.iter())
                     .filter(|(_, slot)| slot.written)
@@ -174,8 +200,7 @@ impl Overlay {
             })
             .filter(|(_, (cleared, storage))| *cleared || !storage.is_empty())
             .collect();
-        storages.sort_unstable_by_key(|(address, _)| *address);
-        storages
+        sort_by_address(storages)
     }
 }
 
@@ -375,15 +400,12 @@ impl<R: StateReader> Database for BlockState<R> {
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, StorageError> {
         let slots = self.overlay.slots.entry(address).or_default();
-        if let Some(value) = slots.values.get(&slot) {
-            return Ok(value.value);
-        }
-        if slots.cleared {
-            return Ok(U256::ZERO);
-        }
-        let value = self.reader.storage(address, slot)?;
-        slots.values.insert(slot, Cached::read(value));
-        Ok(value)
+        let cleared = slots.cleared;
+        let reader = &self.reader;
+        // Slots of a wiped account that the block did not write are zero, not the store's.
+        slots.values.get_or_read(slot, || {
+            if cleared { Ok(None) } else { reader.storage(address, slot).map(Some) }
+        })
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StorageError> {
@@ -393,5 +415,75 @@ impl<R: StateReader> Database for BlockState<R> {
             return Ok(hash);
         }
         self.reader.block_hash(number)?.ok_or(StorageError::MissingBlockHash(number))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::InMemoryStorage;
+
+    fn account(balance: u64) -> Option<Account> {
+        Some(Account { nonce: 1, balance: U256::from(balance), code_hash: KECCAK256_EMPTY })
+    }
+
+    fn change(balance: u64, cleared: bool, slots: &[(u64, u64)]) -> AccountDiff {
+        let storage = slots.iter().map(|(k, v)| (U256::from(*k), U256::from(*v))).collect();
+        AccountDiff { account: account(balance), storage_cleared: cleared, storage }
+    }
+
+    /// A store where `who` holds `slots` slots, slot `i` holding `i + 100`.
+    fn store(who: Address, slots: u64) -> InMemoryStorage {
+        let stored: Vec<(u64, u64)> = (0..slots).map(|i| (i, i + 100)).collect();
+        let mut diff = StateDiff::default();
+        diff.accounts.insert(who, change(1, true, &stored));
+        InMemoryStorage::from_diff(&diff)
+    }
+
+    #[test]
+    fn a_wiped_account_reads_zero_except_what_the_block_wrote_since() {
+        let who = Address::repeat_byte(1);
+        // Few slots are kept in a vector, many in a hash map: both must see through the wipe.
+        for read_first in [2, 3 * FEW_SLOTS as u64] {
+            let store = store(who, read_first + 1);
+            let mut state = BlockState::new(&store, None);
+            for slot in 0..read_first {
+                assert_eq!(state.storage(who, U256::from(slot)).unwrap(), U256::from(slot + 100));
+            }
+            let mut wipe = StateDiff::default();
+            wipe.accounts.insert(who, change(2, true, &[(1, 7)]));
+            state.apply(&wipe);
+            let read = |state: &mut BlockState<_>, slot: u64| {
+                state.storage(who, U256::from(slot)).unwrap().to::<u64>()
+            };
+            assert_eq!(read(&mut state, 0), 0, "a slot read before the wipe");
+            assert_eq!(read(&mut state, 1), 7, "a slot written after the wipe");
+            assert_eq!(read(&mut state, read_first), 0, "a stored slot never read");
+            let changes = state.changes();
+            assert_eq!(changes.get(&who), Some(&change(2, true, &[(1, 7)])));
+        }
+    }
+
+    #[test]
+    fn the_blocks_changes_equal_its_transactions_merged() {
+        let store = InMemoryStorage::default();
+        let mut state = BlockState::new(&store, None);
+        let mut merged = StateDiff::default();
+        // Addresses that share most bytes, so the sort must look past them.
+        let who = |i: u8| Address::with_last_byte(i);
+        let steps = [
+            (who(3), change(1, false, &[(5, 1), (6, 2)])),
+            (who(1), change(2, false, &[])),
+            (who(3), change(3, false, &[(5, 9)])),
+            (who(2), change(4, true, &[(1, 1)])),
+            (who(1), change(5, true, &[])),
+        ];
+        for (address, step) in steps {
+            let mut diff = StateDiff::default();
+            diff.accounts.insert(address, step);
+            state.apply(&diff);
+            merged.merge(&diff);
+        }
+        assert_eq!(state.changes(), merged.accounts);
     }
 }
