@@ -319,14 +319,13 @@ pub(crate) fn evm_state_changes(
             balance: info.balance,
             code_hash: info.code_hash,
         });
-        let before = (!account.is_loaded_as_not_existing()).then(|| {
-            let original = account.original_info();
-            Account {
-                nonce: original.nonce,
-                balance: original.balance,
-                code_hash: original.code_hash,
-            }
-        });
+        let existed = !account.is_loaded_as_not_existing();
+        // revm compares nonce, balance and code hash with the values loaded, without the copy
+        // (and code reference count) that `original_info` costs.
+        let account_changed = match after {
+            None => existed,
+            Some(_) => !existed || account.is_changed(),
+        };
         let storage_cleared = account.is_selfdestructed() || account.is_created();
         let storage = if removed {
             Default::default()
@@ -346,21 +345,22 @@ pub(crate) fn evm_state_changes(
         };
         // A wipe is a change if the account existed before or exists after; an account created
         // and destroyed within the transaction leaves no trace.
-        let changed = after != before
-            || (storage_cleared && (before.is_some() || after.is_some()))
+        let changed = account_changed
+            || (storage_cleared && (existed || after.is_some()))
             || !storage.is_empty();
         if !changed {
             continue;
         }
         if let Some(after) = &after
             && after.code_hash != KECCAK256_EMPTY
-            && before.map(|b| b.code_hash) != Some(after.code_hash)
+            && (!existed
+                || (account_changed && account.original_info().code_hash != after.code_hash))
             && let Some(code) = &info.code
         {
             diff.codes.insert(after.code_hash, code.original_bytes());
         }
         let change = AccountDiff { account: after, storage_cleared, storage };
-        visit(*address, &change, after != before || storage_cleared);
+        visit(*address, &change, account_changed || storage_cleared);
         accounts.push((*address, change));
     }
     diff.accounts = SortedMap::from_distinct(accounts);
