@@ -248,17 +248,8 @@ impl<R: StateReader> BlockState<R> {
     pub fn commit_evm_state(&mut self, state: &EvmState, spec: SpecId) -> StateDiff {
         let diff = evm_state_diff(state, spec);
         // Keep revm's analysed code so it is not analysed again.
-        if !diff.codes.is_empty() {
-            for account in state.values() {
-                if let Some(code) = &account.info.code
-                    && diff.codes.contains_key(&account.info.code_hash)
-                {
-                    self.overlay
-                        .codes
-                        .entry(account.info.code_hash)
-                        .or_insert_with(|| code.clone());
-                }
-            }
+        for (hash, code) in deployed_codes(state, &diff) {
+            self.overlay.codes.entry(hash).or_insert_with(|| code.clone());
         }
         self.apply(&diff);
         diff
@@ -281,6 +272,18 @@ impl<R: StateReader> BlockState<R> {
         }
         Ok(diff)
     }
+}
+
+/// revm's analysed code of each code that `diff` (made from `state`) deploys, by hash.
+pub(crate) fn deployed_codes<'a>(
+    state: &'a EvmState,
+    diff: &'a StateDiff,
+) -> impl Iterator<Item = (B256, &'a Bytecode)> {
+    let accounts = (!diff.codes.is_empty()).then(|| state.values()).into_iter().flatten();
+    accounts.filter_map(|account| {
+        let hash = account.info.code_hash;
+        account.info.code.as_ref().filter(|_| diff.codes.contains_key(&hash)).map(|c| (hash, c))
+    })
 }
 
 /// Hands a transaction's finalized state back to the journal, emptied: revm takes the map

@@ -4,7 +4,7 @@
 use super::mv_memory::{Blocked, Found, Location, MvMemory, Read, ReadMode, TxIdx, Write};
 use crate::{
     block::Block,
-    block_state::{evm_state_changes, recycle, to_revm_info},
+    block_state::{deployed_codes, evm_state_changes, recycle, to_revm_info},
     error::ExecutionError,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{Layered, StateReader, StorageError},
@@ -378,12 +378,8 @@ impl<'a, R: StateReader> Vm<'a, R> {
         if !changes.codes.is_empty() {
             shared.deployed.store(true, Ordering::Relaxed);
             let mut codes = shared.codes.write().expect("code cache poisoned");
-            for account in state.values() {
-                if let Some(code) = &account.info.code
-                    && changes.codes.contains_key(&account.info.code_hash)
-                {
-                    codes.entry(account.info.code_hash).or_insert_with(|| code.clone());
-                }
+            for (hash, code) in deployed_codes(&state, &changes) {
+                codes.entry(hash).or_insert_with(|| code.clone());
             }
         }
         let creditable =
