@@ -40,6 +40,9 @@ enum Command {
         iterations: usize,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Take no sequential fallback, however the block looks.
+        #[arg(long)]
+        always_parallel: bool,
     },
 }
 
@@ -50,11 +53,22 @@ enum PathArg {
     Revm,
 }
 
-fn profile(kind: WorkloadKind, path: PathArg, gas: u64, iterations: usize, threads: usize) {
+fn profile(
+    kind: WorkloadKind,
+    path: PathArg,
+    gas: u64,
+    iterations: usize,
+    threads: usize,
+    always_parallel: bool,
+) {
     use lockstep_executor::{InMemoryStorage, StateDiff, parallel, sequential};
     let workload = kind.generate(gas);
     let store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
-    let config = ParallelConfig::with_threads(threads);
+    let config = if always_parallel {
+        ParallelConfig::always_parallel(threads)
+    } else {
+        ParallelConfig::with_threads(threads)
+    };
     // Time the runs only: dropping an outcome (or building revm's database) is not counted,
     // as in `perf`.
     let mut times = Vec::with_capacity(iterations);
@@ -160,8 +174,8 @@ fn main() -> ExitCode {
     bench::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
-        Command::Profile { workload, path, gas, iterations, threads } => {
-            profile(workload.kind(), path, gas, iterations, threads);
+        Command::Profile { workload, path, gas, iterations, threads, always_parallel } => {
+            profile(workload.kind(), path, gas, iterations, threads, always_parallel);
             ExitCode::SUCCESS
         }
         Command::Perf(args) => match perf(&args) {

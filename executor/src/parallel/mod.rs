@@ -11,6 +11,7 @@ mod hints;
 mod merge;
 mod mv_memory;
 mod padded;
+mod pool;
 mod scheduler;
 mod tail;
 mod vm;
@@ -124,25 +125,11 @@ pub fn execute<S: Storage + ?Sized>(
 
     let shared = Shared::new(block);
     let run = Run::new(&shared, config, &pre_block, senders.previous, Calls::of(block));
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (1..config.threads.get())
-            .map(|worker| {
-                let run = &run;
-                scope.spawn(move || run.work(worker, || storage.reader()))
-            })
-            .collect();
-        // Linux queues a new thread on its parent's core; without a yield it may wait there
-        // for milliseconds (measured: 1.5 ms median on this 2-core machine), longer than a
-        // small block takes.
-        std::thread::yield_now();
-        run.work(0, || storage.reader());
-        // The scope's own join sleeps, and waking here took 100 to 150 us (on blocks of
-        // 700 us): spin until the workers have exited, which takes microseconds.
-        let mut idle = 0;
-        while !workers.iter().all(|w| w.is_finished()) {
-            idle_wait(&mut idle);
-        }
-    });
+    pool::run(
+        config.threads.get() - 1,
+        |worker| run.work(worker, || storage.reader()),
+        || run.work(0, || storage.reader()),
+    );
     if let Some(error) = run.error.lock().expect("error lock poisoned").take() {
         return Err(error);
     }
