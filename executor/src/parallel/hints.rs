@@ -50,7 +50,8 @@ pub(super) struct Senders {
 impl Senders {
     pub(super) fn of(block: &Block) -> Self {
         // Per sender: transactions so far, and the latest.
-        let mut seen: AddressMap<(usize, TxIdx)> = AddressMap::default();
+        let mut seen: AddressMap<(usize, TxIdx)> =
+            AddressMap::with_capacity_and_hasher(block.transactions.len(), Default::default());
         let previous = (block.transactions.iter().enumerate())
             .map(|(tx, env)| match seen.entry(env.caller) {
                 Entry::Occupied(mut entry) => {
@@ -87,7 +88,8 @@ pub(super) struct Calls {
 impl Calls {
     pub(super) fn of(block: &Block) -> Self {
         // Per function: its index, and its latest call so far.
-        let mut seen: HashMap<(Address, [u8; 4]), (u32, TxIdx)> = HashMap::default();
+        let mut seen: HashMap<(Address, [u8; 4]), (u32, TxIdx)> =
+            HashMap::with_capacity_and_hasher(block.transactions.len(), Default::default());
         let (function, previous) = (block.transactions.iter().enumerate())
             .map(|(tx, env)| {
                 let TxKind::Call(to) = env.kind else { return (None, None) };
