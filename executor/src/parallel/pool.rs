@@ -5,7 +5,7 @@
 use super::idle_wait;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::sync::{
-    Arc, Mutex, OnceLock,
+    Mutex,
     atomic::{AtomicUsize, Ordering},
 };
 
@@ -45,19 +45,19 @@ impl Drop for Finished<'_> {
     }
 }
 
-/// The pool of `threads` threads, built on first use and kept.
-fn pool(threads: usize) -> Arc<ThreadPool> {
-    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<ThreadPool>)>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Mutex::default).lock().expect("pool list poisoned");
+/// The pool of `threads` threads, built on first use and kept for the life of the process.
+fn pool(threads: usize) -> &'static ThreadPool {
+    static POOLS: Mutex<Vec<(usize, &'static ThreadPool)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().expect("pool list poisoned");
     if let Some((_, pool)) = pools.iter().find(|(size, _)| *size == threads) {
-        return Arc::clone(pool);
+        return pool;
     }
     let pool = ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("lockstep-worker-{i}"))
         .build()
         .expect("spawning the worker threads");
-    let pool = Arc::new(pool);
-    pools.push((threads, Arc::clone(&pool)));
+    let pool: &'static ThreadPool = Box::leak(Box::new(pool));
+    pools.push((threads, pool));
     pool
 }
