@@ -100,6 +100,16 @@ fn merge_account<'a>(
     keep: impl Fn(&U256) -> bool,
 ) -> AccountDiff {
     let last = changes.clone().next_back().expect("a group is never empty");
+    if changes.clone().nth(1).is_none() {
+        // One change (most accounts): its slots are already sorted and distinct.
+        let slots = last.storage.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (*k, *v));
+        let storage = crate::sorted_map::SortedMap::from_sorted(slots.collect());
+        return AccountDiff {
+            account: last.account,
+            storage_cleared: last.storage_cleared,
+            storage,
+        };
+    }
     let storage_cleared = changes.clone().any(|c| c.storage_cleared);
     let mut newest_first: Vec<&AccountDiff> = Vec::new();
     for change in changes.rev() {
