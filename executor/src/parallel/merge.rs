@@ -100,29 +100,18 @@ fn merge_account<'a>(
     keep: impl Fn(&U256) -> bool,
 ) -> AccountDiff {
     let last = changes.clone().next_back().expect("a group is never empty");
-    if changes.clone().nth(1).is_none() {
-        // One change (most accounts): its slots are already sorted and distinct.
-        let slots = last.storage.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (*k, *v));
-        let storage = crate::sorted_map::SortedMap::from_sorted(slots.collect());
-        return AccountDiff {
-            account: last.account,
-            storage_cleared: last.storage_cleared,
-            storage,
-        };
-    }
     let storage_cleared = changes.clone().any(|c| c.storage_cleared);
-    let mut newest_first: Vec<&AccountDiff> = Vec::new();
-    for change in changes.rev() {
-        newest_first.push(change);
-        if change.storage_cleared {
-            break;
-        }
-    }
+    // The changes since the last wipe, newest first: counted rather than gathered, as most
+    // accounts have one change.
+    let since_wipe = match changes.clone().rev().position(|c| c.storage_cleared) {
+        Some(newest_wipe) => newest_wipe + 1,
+        None => changes.clone().count(),
+    };
+    let newest_first = changes.rev().take(since_wipe);
     let mut slots: Vec<(U256, U256)> = newest_first
-        .iter()
         .flat_map(|c| c.storage.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (*k, *v)))
         .collect();
-    if newest_first.len() > 1 {
+    if since_wipe > 1 {
         // Stable: among writes of one slot the newest stays first, and dedup keeps it.
         slots.sort_by_key(|(slot, _)| *slot);
         slots.dedup_by_key(|(slot, _)| *slot);
