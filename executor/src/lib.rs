@@ -21,7 +21,9 @@ pub mod tx;
 
 pub use block::{Block, Ommer, Withdrawal};
 pub use error::ExecutionError;
-pub use outcome::{BlockOutcome, Divergence, ExecutionStats, Fallback, Receipt, TxOutcome};
+pub use outcome::{
+    BlockOutcome, Conflict, Divergence, ExecutionStats, Fallback, Receipt, StateKey, TxOutcome,
+};
 pub use parallel::ParallelConfig;
 pub use root::{logs_hash, state_root};
 pub use sorted_map::SortedMap;

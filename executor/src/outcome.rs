@@ -1,7 +1,7 @@
 //! The executor's output, the same for every path, and the field-by-field comparison of two.
 
 use crate::state::{AccountDiff, StateDiff};
-use alloy_primitives::{Address, B256, Bloom, Log, logs_bloom};
+use alloy_primitives::{Address, B256, Bloom, Log, U256, logs_bloom};
 use revm::context::result::{ExecutionResult, InvalidTransaction};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -105,6 +105,39 @@ pub struct ExecutionStats {
     /// Why the parallel path handed the block to the sequential one (`None`: it did not, or
     /// the sequential path was called directly).
     pub fallback: Option<Fallback>,
+    /// Every abort, in the order the transactions come in the block: which read went stale.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// An aborted incarnation: the first of its reads that would now find another version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub tx: usize,
+    pub key: StateKey,
+    /// The transaction whose write the read would now find (`None`: the state before the
+    /// block, as when the write it found was withdrawn).
+    pub writer: Option<usize>,
+}
+
+/// A unit of state that transactions read and write, as conflicts name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKey {
+    /// An account's nonce, balance and code hash, or its absence.
+    Account(Address),
+    Storage(Address, U256),
+    /// Whether an account's storage was wiped (by a self-destruct or a creation).
+    Wipe(Address),
+}
+
+impl fmt::Display for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Account(address) => write!(f, "account {address}"),
+            Self::Storage(address, slot) => write!(f, "slot {slot:#x} of {address}"),
+            Self::Wipe(address) => write!(f, "storage wipe of {address}"),
+        }
+    }
 }
 
 /// Why the parallel path ran a block sequentially.
@@ -142,7 +175,20 @@ impl ExecutionStats {
             suspensions: vec![0; txs],
             sequential: true,
             fallback: None,
+            conflicts: Vec::new(),
         }
+    }
+
+    /// The keys that aborted transactions, with how many aborts each caused, most first
+    /// (ties in key order).
+    pub fn hot_keys(&self) -> Vec<(StateKey, usize)> {
+        let mut counts: std::collections::BTreeMap<StateKey, usize> = Default::default();
+        for conflict in &self.conflicts {
+            *counts.entry(conflict.key).or_default() += 1;
+        }
+        let mut hot: Vec<(StateKey, usize)> = counts.into_iter().collect();
+        hot.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        hot
     }
 
     /// Executions beyond the first, over all transactions.
@@ -357,4 +403,33 @@ fn diff_account(
             )
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_keys_count_aborts_per_key_most_first() {
+        let token = Address::repeat_byte(7);
+        let pool = Address::repeat_byte(9);
+        let conflict = |tx, key| Conflict { tx, key, writer: Some(0) };
+        let stats = ExecutionStats {
+            conflicts: vec![
+                conflict(1, StateKey::Account(pool)),
+                conflict(2, StateKey::Storage(token, U256::from(3))),
+                conflict(3, StateKey::Storage(token, U256::from(3))),
+                conflict(4, StateKey::Wipe(pool)),
+            ],
+            ..ExecutionStats::default()
+        };
+        let hot = stats.hot_keys();
+        assert_eq!(hot[0], (StateKey::Storage(token, U256::from(3)), 2));
+        // Ties keep the key order: an account before its wipe.
+        assert_eq!(&hot[1..], &[(StateKey::Account(pool), 1), (StateKey::Wipe(pool), 1)]);
+        assert_eq!(
+            StateKey::Storage(token, U256::from(3)).to_string(),
+            format!("slot 0x3 of {token}")
+        );
+    }
 }

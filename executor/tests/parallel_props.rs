@@ -60,6 +60,16 @@ proptest! {
             if let Some(divergence) = sequential.first_difference(&parallel) {
                 prop_assert!(false, "{threads} threads, chaos {chaos:?}: {divergence}");
             }
+            // Each abort names the read that went stale, and that read can only have
+            // found a lower transaction's write.
+            let stats = &parallel.stats;
+            let aborts: u32 = stats.aborts.iter().sum();
+            prop_assert_eq!(stats.conflicts.len(), aborts as usize);
+            for conflict in &stats.conflicts {
+                prop_assert!(stats.aborts[conflict.tx] > 0, "{conflict:?}");
+                prop_assert!(conflict.writer.is_none_or(|w| w < conflict.tx), "{conflict:?}");
+            }
+            prop_assert!(stats.conflicts.is_sorted_by_key(|c| c.tx));
             store.commit(&parallel.diff).unwrap();
             prop_assert_eq!(state_root(&store).unwrap(), sequential_root);
         }

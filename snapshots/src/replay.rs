@@ -85,6 +85,9 @@ pub struct BlockReport {
     pub parallel_ms: f64,
     pub speedup: f64,
     pub re_executions: u64,
+    /// The keys whose stale reads aborted the most transactions in the last parallel run,
+    /// at most three.
+    pub hot_keys: Vec<HotKey>,
     /// Why the parallel path ran the block sequentially (`None`: it ran Block-STM).
     pub fallback: Option<Fallback>,
     pub ok: bool,
@@ -104,6 +107,7 @@ impl BlockReport {
             parallel_ms: 0.0,
             speedup: 0.0,
             re_executions: 0,
+            hot_keys: Vec::new(),
             fallback: None,
             ok: false,
             error: None,
@@ -122,6 +126,7 @@ impl BlockReport {
             parallel_ms: 0.0,
             speedup: 0.0,
             re_executions: 0,
+            hot_keys: Vec::new(),
             fallback: None,
             ok: false,
             error: Some(error),
@@ -129,6 +134,16 @@ impl BlockReport {
         }
     }
 }
+
+/// A key of the state and the aborts its stale reads caused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HotKey {
+    pub key: String,
+    pub aborts: usize,
+}
+
+/// Keys reported per block.
+pub(crate) const HOT_KEYS: usize = 3;
 
 /// Compares an outcome with the header: gas used, logs bloom, receipts root (from Byzantium).
 pub fn check_header(snapshot: &Snapshot, outcome: &BlockOutcome) -> Result<bool, String> {
@@ -394,6 +409,9 @@ impl<'a> Timing<'a> {
             return self.report.error = Some(format!("sequential != parallel: {d}"));
         }
         self.report.re_executions = par.stats.re_executions();
+        self.report.hot_keys = (par.stats.hot_keys().into_iter().take(HOT_KEYS))
+            .map(|(key, aborts)| HotKey { key: key.to_string(), aborts })
+            .collect();
         self.report.fallback = par.stats.fallback;
         self.outcome = Some(seq);
     }

@@ -146,8 +146,34 @@ impl Report {
                 ratios["sequential"], ratios["parallel"]
             );
         }
+        if let Some((storage, hot)) = self.hot_keys() {
+            let top = crate::replay::HOT_KEYS;
+            let _ = writeln!(out, "most aborts ({storage} blocks, each block's top {top}): {hot}");
+        }
         let _ = writeln!(out, "{} passed, {} failed", self.passed, self.failed);
         out
+    }
+
+    /// The keys that aborted the most transactions over the blocks of one store (in-memory
+    /// when it ran), from each block's report (`None`: no aborts).
+    fn hot_keys(&self) -> Option<(&'static str, String)> {
+        let memory = StorageKind::Memory.name();
+        let storage =
+            if self.summary.contains_key(memory) { memory } else { *self.summary.keys().next()? };
+        let mut totals: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for block in self.blocks.iter().filter(|b| b.ok && b.storage.name() == storage) {
+            for hot in &block.hot_keys {
+                let (aborts, blocks) = totals.entry(&hot.key).or_default();
+                *aborts += hot.aborts;
+                *blocks += 1;
+            }
+        }
+        let mut totals: Vec<(&str, (usize, usize))> = totals.into_iter().collect();
+        totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top = totals.iter().take(5).map(|(key, (aborts, blocks))| {
+            format!("{key}: {aborts} in {blocks} block{}", if *blocks == 1 { "" } else { "s" })
+        });
+        (!totals.is_empty()).then(|| (storage, top.collect::<Vec<_>>().join("; ")))
     }
 
     /// An SVG bar chart of the speedup per block on each store, with the 1.0 line.
@@ -224,6 +250,25 @@ mod tests {
             fallback,
             ..BlockReport::failed(number, StorageKind::Memory, String::new())
         }
+    }
+
+    #[test]
+    fn the_keys_that_aborted_most_are_summed_over_blocks() {
+        use crate::replay::HotKey;
+        let hot = |key: &str, aborts| HotKey { key: key.into(), aborts };
+        let mut first = block(1, 1.5, None);
+        first.hot_keys = vec![hot("account A", 4), hot("slot 0x8 of B", 1)];
+        let mut second = block(2, 1.2, None);
+        second.hot_keys = vec![hot("account A", 2)];
+        let mut on_mdbx = block(2, 1.2, None);
+        on_mdbx.storage = StorageKind::Mdbx;
+        on_mdbx.hot_keys = vec![hot("slot 0x8 of B", 50)];
+        let text = Report::new(vec![first, second, on_mdbx]).text();
+        let line = text.lines().find(|l| l.starts_with("most aborts")).expect("a line of keys");
+        // The in-memory blocks only: mdbx would count the same blocks again.
+        assert!(line.ends_with("account A: 6 in 2 blocks; slot 0x8 of B: 1 in 1 block"), "{line}");
+        let calm = Report::new(vec![block(3, 1.0, None)]).text();
+        assert!(!calm.contains("most aborts"), "no line without aborts");
     }
 
     #[test]

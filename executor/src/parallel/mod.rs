@@ -21,7 +21,7 @@ use crate::{
     block_state::BlockState,
     effects,
     error::ExecutionError,
-    outcome::{BlockOutcome, Fallback},
+    outcome::{BlockOutcome, Conflict, Fallback},
     sequential,
     state::StateDiff,
     storage::{Layered, StateReader, Storage},
@@ -142,7 +142,11 @@ pub fn execute<S: Storage + ?Sized>(
     let mut diff = StateDiff { accounts: finished.accounts, ..StateDiff::default() };
     let txs = finished.txs;
     sequential::add_codes_and_hashes(&mut diff, &sequential::parts(&pre_block, &txs, &post_block));
-    let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, finished.stats);
+    let mut stats = finished.stats;
+    stats.conflicts = run.conflicts.into_inner().expect("conflicts lock poisoned");
+    // Stable: one transaction's aborts stay in the order they happened.
+    stats.conflicts.sort_by_key(|c| c.tx);
+    let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, stats);
     if effects::has_post_block(block) {
         // The block-level effects see the state after every transaction: the merged diff,
         // read where it lies rather than copied into a new state.
@@ -187,6 +191,8 @@ struct Run<'a> {
     calls: Calls,
     tail: Tail,
     error: Mutex<Option<ExecutionError>>,
+    /// Every abort so far (rare enough for one lock).
+    conflicts: Mutex<Vec<Conflict>>,
     fell_back: AtomicBool,
     total_executions: AtomicUsize,
     total_reruns: AtomicUsize,
@@ -210,6 +216,7 @@ impl<'a> Run<'a> {
             calls,
             tail: Tail::new(config.threads.get()),
             error: Mutex::default(),
+            conflicts: Mutex::default(),
             fell_back: AtomicBool::new(false),
             total_executions: AtomicUsize::new(0),
             total_reruns: AtomicUsize::new(0),
@@ -317,8 +324,13 @@ impl<'a> Run<'a> {
         let stale = self.shared.mv.validate_reads(version.tx).err();
         let aborted = stale.is_some() && self.scheduler.try_validation_abort(version);
         if aborted {
-            if let Some(Some(writer)) = stale {
-                self.calls.conflict(version.tx, writer);
+            if let Some(Some(stale)) = stale {
+                if let Some(writer) = stale.writer {
+                    self.calls.conflict(version.tx, writer);
+                }
+                let conflict =
+                    Conflict { tx: version.tx, key: stale.location.into(), writer: stale.writer };
+                self.conflicts.lock().expect("conflicts lock poisoned").push(conflict);
             }
             self.shared.mv.convert_writes_to_estimates(version.tx);
             self.total_reruns.fetch_add(1, Ordering::Relaxed);

@@ -206,6 +206,25 @@ pub(crate) struct Found {
     pub(crate) credits: Vec<U256>,
 }
 
+impl From<Location> for crate::outcome::StateKey {
+    fn from(location: Location) -> Self {
+        match location {
+            Location::Account(address) => Self::Account(address),
+            Location::Storage(address, slot) => Self::Storage(address, slot),
+            Location::Wipe(address) => Self::Wipe(address),
+        }
+    }
+}
+
+/// Why a read set no longer holds: the first read that would now find other versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stale {
+    pub(crate) location: Location,
+    /// The newest transaction whose write that read would now depend on (`None`: the base
+    /// state).
+    pub(crate) writer: Option<TxIdx>,
+}
+
 /// A read hit the estimate of transaction `blocker`: wait until it re-executes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Blocked(pub(crate) TxIdx);
@@ -544,15 +563,16 @@ impl<O> MvMemory<O> {
     }
 
     /// Whether every read of the latest incarnation of `tx` would still find the same
-    /// versions. When one would not, the transaction whose write its first stale read now
-    /// depends on, the newest of them (`None`: it finds the base state, or `tx` has not
-    /// executed yet).
-    pub(crate) fn validate_reads(&self, tx: TxIdx) -> Result<(), Option<TxIdx>> {
+    /// versions. When one would not, the first such read (`None`: `tx` has not executed).
+    pub(crate) fn validate_reads(&self, tx: TxIdx) -> Result<(), Option<Stale>> {
         let record = self.tx(tx);
         if record.output.is_none() {
             return Err(None);
         }
-        record.reads.iter().try_for_each(|r| self.recheck(&r.location, tx, r.mode, &r.origin))
+        record.reads.iter().try_for_each(|r| {
+            (self.recheck(&r.location, tx, r.mode, &r.origin))
+                .map_err(|writer| Some(Stale { location: r.location, writer }))
+        })
     }
 
     /// What transaction `tx` reads at `location`.
@@ -670,6 +690,21 @@ mod tests {
 
     fn account(balance: u64) -> Write {
         Write::Account(Some(Account::with_balance(U256::from(balance))))
+    }
+
+    #[test]
+    fn validation_names_the_first_stale_read_and_its_new_writer() {
+        let mv = MvMemory::<()>::new(4, BENEFICIARY);
+        let fresh = slot(1);
+        let stale = slot(2);
+        let read = |location| Read { location, mode: ReadMode::Full, origin: Origin::default() };
+        // Tx 3 read both slots from the base state; tx 1 then writes the second.
+        let reads = vec![read(fresh), read(stale)];
+        mv.record(v(3, 0), Recorded { worker: 0, writes: Vec::new(), reads, fee: None }, ());
+        assert_eq!(mv.validate_reads(3), Ok(()));
+        record(&mv, v(1, 0), vec![(stale, Write::Storage(U256::from(5)))]);
+        assert_eq!(mv.validate_reads(3), Err(Some(Stale { location: stale, writer: Some(1) })));
+        assert_eq!(mv.validate_reads(2), Err(None), "tx 2 has not executed");
     }
 
     #[test]
