@@ -93,6 +93,8 @@ pub struct PerfRow {
     pub peak_rss_mb: f64,
     /// The plain revm `transact_commit` loop on the same block and store (median).
     pub revm_baseline_ms: f64,
+    /// The speedup independent copies of the sequential path reached at once: see [`Copies`].
+    pub ceiling: f64,
 }
 
 pub fn median(mut samples: Vec<Duration>) -> Duration {
@@ -219,8 +221,75 @@ pub fn turn_order(round: usize, paths: usize) -> impl Iterator<Item = usize> {
     (0..paths).map(move |turn| (round + turn) % paths)
 }
 
+/// Independent copies of the sequential path run at once, one per worker thread, as a measure
+/// of the speedup this machine can give that many threads at the moment: on a shared machine
+/// two busy virtual cores can deliver anything from 1.4 to 2 times one core's work (two
+/// independent hash loops in two processes each ran 0% to 45% slower together than alone).
+/// The copies share nothing but the store, so they give the *ceiling* the parallel path's
+/// speedup is read against: the threads times the sequential time over the copies' time.
+///
+/// The copies' threads start for each sample and exit after it. Kept threads (a rayon pool)
+/// spin for a while once idle, and that took a core from the run after them: the snapshots'
+/// Block-STM speedups fell from 1.33x-1.36x to 1.21x-1.27x with the copies in the same rounds
+/// on a kept pool.
+#[derive(Clone, Copy, Debug)]
+pub struct Copies {
+    pub threads: usize,
+}
+
+impl Copies {
+    pub fn new(threads: usize) -> Self {
+        Self { threads: threads.max(1) }
+    }
+
+    /// Runs `work` once on every thread at once (the calling thread included) and returns
+    /// the time until all finished, with their results: drop them after the clock stops.
+    fn run<T: Send>(&self, work: impl Fn() -> T + Sync) -> (Duration, Vec<T>) {
+        let start = Instant::now();
+        let results = std::thread::scope(|scope| {
+            let others: Vec<_> = (1..self.threads).map(|_| scope.spawn(&work)).collect();
+            let mut results = vec![work()];
+            results.extend(others.into_iter().map(|h| h.join().expect("a copy panicked")));
+            results
+        });
+        (start.elapsed(), results)
+    }
+
+    /// The ceiling for `work` (the sequential path on one block): `rounds` rounds of `batch`
+    /// runs alone and of `batch` runs in each copy, in turns (see [`turn_order`]).
+    ///
+    /// A phase of its own, after the paths' rounds: a run right after the copies came out
+    /// about 5% slower, and the path that followed them more often would have paid for it.
+    pub fn ceiling<T: Send, E: Send>(
+        &self,
+        rounds: usize,
+        batch: u32,
+        work: impl Fn() -> Result<T, E> + Sync,
+    ) -> Result<f64, E> {
+        let batch = batch.max(1);
+        let sample = || (0..batch).map(|_| work()).collect::<Result<Vec<T>, E>>();
+        let (mut alone, mut together) = (Vec::new(), Vec::new());
+        for round in 0..rounds.max(1) {
+            for turn in turn_order(round, 2) {
+                let (elapsed, results) = if turn == 0 {
+                    let start = Instant::now();
+                    let result = sample();
+                    (start.elapsed(), vec![result])
+                } else {
+                    self.run(sample)
+                };
+                [&mut alone, &mut together][turn].push(elapsed);
+                for result in results {
+                    result?;
+                }
+            }
+        }
+        Ok(self.threads as f64 * median(alone).as_secs_f64() / median(together).as_secs_f64())
+    }
+}
+
 /// Measures `workload` on one store: `runs` rounds of the sequential path, the parallel path
-/// and the plain revm loop, in turns (see [`turn_order`]).
+/// and the plain revm loop, in turns (see [`turn_order`]), then the [`Copies`]' ceiling.
 pub fn measure<S: Storage>(
     workload: &Workload,
     store: &S,
@@ -260,6 +329,10 @@ pub fn measure<S: Storage>(
         last = Some((parallel.gas_used, parallel.stats.re_executions(), parallel.stats.fallback));
     }
     let (gas_used, re_executions, fallback) = last.expect("at least one run");
+    let peak_rss_mb = peak_rss_mb();
+    let copies = Copies::new(config.threads.get());
+    let ceiling = copies.ceiling(runs, 1, || sequential::execute(store, &workload.block));
+    let ceiling = ceiling.map_err(fail)?;
     let (sequential_ms, parallel_ms) = (ms(median(seq_times)), ms(median(par_times)));
     Ok(PerfRow {
         name: workload.name.clone(),
@@ -272,8 +345,9 @@ pub fn measure<S: Storage>(
         gas_per_s: gas_used as f64 / (parallel_ms / 1e3),
         re_executions,
         fallback,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb,
         revm_baseline_ms: ms(median(base_times)),
+        ceiling,
     })
 }
 
@@ -317,7 +391,7 @@ pub fn path_name(fallback: Option<Fallback>) -> String {
 /// The rows as a fixed-width table.
 pub fn table(rows: &[PerfRow]) -> String {
     let mut out = format!(
-        "{:<16} {:<7} {:>6} {:>14} {:>10} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}  {}\n",
+        "{:<16} {:<7} {:>6} {:>14} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10}  {}\n",
         "workload",
         "storage",
         "txs",
@@ -325,6 +399,7 @@ pub fn table(rows: &[PerfRow]) -> String {
         "seq ms",
         "par ms",
         "speedup",
+        "ceiling",
         "Mgas/s",
         "re-exec",
         "rss MB",
@@ -333,7 +408,7 @@ pub fn table(rows: &[PerfRow]) -> String {
     );
     for r in rows {
         out += &format!(
-            "{:<16} {:<7} {:>6} {:>14} {:>10.1} {:>10.1} {:>7.2}x {:>8.0} {:>9} {:>8.0} {:>10}  {}\n",
+            "{:<16} {:<7} {:>6} {:>14} {:>10.1} {:>10.1} {:>7.2}x {:>7.2}x {:>8.0} {:>9} {:>8.0} {:>10}  {}\n",
             r.name,
             r.storage.name(),
             r.txs,
@@ -341,6 +416,7 @@ pub fn table(rows: &[PerfRow]) -> String {
             r.sequential_ms,
             r.parallel_ms,
             r.speedup,
+            r.ceiling,
             r.gas_per_s / 1e6,
             r.re_executions,
             r.peak_rss_mb,

@@ -41,6 +41,31 @@ fn rows_cover_each_store_with_positive_times() {
         assert_eq!(row.txs, 30);
         assert!(row.gas > 30 * 21_000);
         assert!(row.sequential_ms > 0.0 && row.parallel_ms > 0.0 && row.revm_baseline_ms > 0.0);
+        assert!(row.ceiling > 0.0);
         assert!((row.speedup - row.sequential_ms / row.parallel_ms).abs() < 1e-9);
     }
+}
+
+#[test]
+fn the_ceiling_runs_one_copy_per_thread_and_alone_in_turn() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = AtomicUsize::new(0);
+    let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+    let work = || {
+        calls.fetch_add(1, Ordering::Relaxed);
+        threads.lock().unwrap().insert(std::thread::current().id());
+        Ok::<_, String>(std::hint::black_box((0..20_000u64).sum::<u64>()))
+    };
+    let ceiling = bench::Copies::new(3).ceiling(4, 2, work).unwrap();
+    assert!(ceiling.is_finite() && ceiling > 0.0);
+    // Four rounds: two runs alone, and two in each of the three copies.
+    assert_eq!(calls.load(Ordering::Relaxed), 4 * (2 + 3 * 2));
+    // The calling thread, and two others per round.
+    assert!(threads.lock().unwrap().len() >= 3);
+}
+
+#[test]
+fn a_failing_copy_fails_the_ceiling() {
+    let failed = bench::Copies::new(2).ceiling(3, 1, || Err::<(), _>("store gone"));
+    assert_eq!(failed, Err("store gone"));
 }

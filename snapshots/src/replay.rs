@@ -8,7 +8,7 @@ use lockstep_executor::{
     revm::{bytecode::Bytecode, primitives::hardfork::SpecId},
     sequential,
 };
-use lockstep_harness::bench::{StorageKind, median, turn_order};
+use lockstep_harness::bench::{Copies, StorageKind, median, turn_order};
 use serde::Serialize;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -84,6 +84,9 @@ pub struct BlockReport {
     pub sequential_ms: f64,
     pub parallel_ms: f64,
     pub speedup: f64,
+    /// The speedup of as many independent copies of the sequential path as the parallel path
+    /// has threads, run at once: the machine's ceiling for `speedup` (see `Copies`).
+    pub ceiling: f64,
     pub re_executions: u64,
     /// The keys whose stale reads aborted the most transactions in the last parallel run,
     /// at most three.
@@ -106,6 +109,7 @@ impl BlockReport {
             sequential_ms: 0.0,
             parallel_ms: 0.0,
             speedup: 0.0,
+            ceiling: 0.0,
             re_executions: 0,
             hot_keys: Vec::new(),
             fallback: None,
@@ -125,6 +129,7 @@ impl BlockReport {
             sequential_ms: 0.0,
             parallel_ms: 0.0,
             speedup: 0.0,
+            ceiling: 0.0,
             re_executions: 0,
             hot_keys: Vec::new(),
             fallback: None,
@@ -298,6 +303,10 @@ impl Store {
 /// to 1.03x when timed one run at a time).
 const MIN_SAMPLE: Duration = Duration::from_micros(500);
 
+/// A sample of the ceiling lasts at least this long: the copies' threads start for each
+/// sample (see `Copies`), 30 to 60 us on this machine, which must not count.
+const MIN_CEILING_SAMPLE: Duration = Duration::from_millis(5);
+
 /// The times of one block's runs on one store.
 struct Times {
     /// Per round, the time of one run, from a sample of `batch` runs.
@@ -416,6 +425,26 @@ impl<'a> Timing<'a> {
         self.outcome = Some(seq);
     }
 
+    /// Measures the block's ceiling (after its rounds: see `Copies::ceiling`).
+    fn ceiling(&mut self, copies: &Copies, runs: usize) {
+        let Some(sequential) = self.times.sequential.iter().min().copied() else { return };
+        let batch = MIN_CEILING_SAMPLE.as_nanos().div_ceil(sequential.as_nanos().max(100));
+        let batch = u32::try_from(batch).unwrap_or(u32::MAX).clamp(1, 1_000);
+        let block = &self.snapshot.block;
+        let ceiling = match &self.store {
+            Store::Memory(store) => {
+                copies.ceiling(runs, batch, || sequential::execute(store, block))
+            }
+            Store::Mdbx { store, .. } => {
+                copies.ceiling(runs, batch, || sequential::execute(store, block))
+            }
+        };
+        match ceiling {
+            Ok(ceiling) => self.report.ceiling = ceiling,
+            Err(e) => self.report.error = Some(format!("sequential copy: {e}")),
+        }
+    }
+
     /// The report with median times, checked against the header, and the outcome.
     fn finish(self) -> (BlockReport, Option<BlockOutcome>) {
         let mut report = self.report;
@@ -482,6 +511,10 @@ pub fn replay_all(
         for timing in timings.iter_mut().flatten().filter(|t| t.wants_round(runs)) {
             timing.round(config);
         }
+    }
+    let copies = Copies::new(config.threads.get());
+    for timing in timings.iter_mut().flatten().filter(|t| t.report.error.is_none()) {
+        timing.ceiling(&copies, runs);
     }
     timings.into_iter().map(|per_store| agree(per_store.into_iter().map(Timing::finish))).collect()
 }

@@ -16,6 +16,10 @@ pub struct StoreSummary {
     /// chain), and theirs: about 1.0 by construction.
     pub sequential_path_blocks: usize,
     pub sequential_path_geomean_speedup: Option<f64>,
+    /// The geometric mean of the blocks' ceilings (see `BlockReport::ceiling`), over all
+    /// blocks and over those run by Block-STM: the speedups to read them against.
+    pub geomean_ceiling: f64,
+    pub block_stm_geomean_ceiling: Option<f64>,
     pub worst_speedup: f64,
     pub worst_block: u64,
     pub best_speedup: f64,
@@ -36,7 +40,12 @@ pub struct Report {
 
 /// The geometric mean of the blocks' speedups (`None` without blocks).
 fn geomean(blocks: &[&BlockReport]) -> Option<f64> {
-    let logs: f64 = blocks.iter().map(|b| b.speedup.ln()).sum();
+    geomean_of(blocks, |b| b.speedup)
+}
+
+/// The geometric mean of one figure of the blocks (`None` without blocks).
+fn geomean_of(blocks: &[&BlockReport], figure: impl Fn(&BlockReport) -> f64) -> Option<f64> {
+    let logs: f64 = blocks.iter().map(|b| figure(b).ln()).sum();
     (!blocks.is_empty()).then(|| (logs / blocks.len() as f64).exp())
 }
 
@@ -64,6 +73,8 @@ impl Report {
                     block_stm_geomean_speedup: geomean(&block_stm),
                     sequential_path_blocks: sequential_path.len(),
                     sequential_path_geomean_speedup: geomean(&sequential_path),
+                    geomean_ceiling: geomean_of(&ok, |b| b.ceiling).expect("non-empty"),
+                    block_stm_geomean_ceiling: geomean_of(&block_stm, |b| b.ceiling),
                     worst_speedup: worst.speedup,
                     worst_block: worst.block,
                     best_speedup: best.speedup,
@@ -86,7 +97,7 @@ impl Report {
     /// The per-block table and the summary lines.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "{:>9} {:<7} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8}  {:<24} {}\n",
+            "{:>9} {:<7} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<24} {}\n",
             "block",
             "storage",
             "txs",
@@ -94,6 +105,7 @@ impl Report {
             "seq ms",
             "par ms",
             "speedup",
+            "ceiling",
             "re-exec",
             "parallel path",
             "result"
@@ -106,7 +118,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:>9} {:<7} {:>5} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>8}  {:<24} {result}",
+                "{:>9} {:<7} {:>5} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>7.2}x {:>8}  {:<24} {result}",
                 b.block,
                 b.storage.name(),
                 b.txs,
@@ -114,6 +126,7 @@ impl Report {
                 b.sequential_ms,
                 b.parallel_ms,
                 b.speedup,
+                b.ceiling,
                 b.re_executions,
                 path_name(b.fallback),
             );
@@ -137,6 +150,15 @@ impl Report {
                 s.worst_block,
                 s.best_speedup,
                 s.best_block
+            );
+            let block_stm = s
+                .block_stm_geomean_ceiling
+                .map(|c| format!(", {c:.2}x over the blocks run by Block-STM"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{storage}: the sequential path's copies reached {:.2}x at once (geometric mean){block_stm}: the machine's ceiling for these speedups",
+                s.geomean_ceiling
             );
         }
         if let Some(ratios) = &self.mdbx_vs_memory {
@@ -269,6 +291,27 @@ mod tests {
         assert!(line.ends_with("account A: 6 in 2 blocks; slot 0x8 of B: 1 in 1 block"), "{line}");
         let calm = Report::new(vec![block(3, 1.0, None)]).text();
         assert!(!calm.contains("most aborts"), "no line without aborts");
+    }
+
+    #[test]
+    fn the_ceiling_is_summed_up_like_the_speedups() {
+        let with_ceiling =
+            |number, ceiling, fallback| BlockReport { ceiling, ..block(number, 1.0, fallback) };
+        let report = Report::new(vec![
+            with_ceiling(1, 2.0, None),
+            with_ceiling(2, 1.0, None),
+            with_ceiling(3, 0.5, Some(Fallback::FewTransactions)),
+        ]);
+        let memory = &report.summary["memory"];
+        // (2 * 1 * 0.5)^(1/3) over all; (2 * 1)^(1/2) over the Block-STM blocks.
+        assert!((memory.geomean_ceiling - 1.0).abs() < 1e-12);
+        assert!((memory.block_stm_geomean_ceiling.unwrap() - 2f64.sqrt()).abs() < 1e-12);
+        let text = report.text();
+        assert!(
+            text.contains("copies reached 1.00x at once (geometric mean), 1.41x over"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.starts_with("        1 memory") && l.contains("2.00x")));
     }
 
     #[test]
