@@ -223,18 +223,18 @@ pub fn turn_order(round: usize, paths: usize) -> impl Iterator<Item = usize> {
 
 /// Independent copies of the sequential path run at once, one per worker thread, as a measure
 /// of the speedup this machine can give that many threads at the moment: on a shared machine
-/// two busy virtual cores can deliver anything from 1.4 to 2 times one core's work (two
-/// independent hash loops in two processes each ran 0% to 45% slower together than alone).
+/// two busy virtual cores gave anything from 1.2 to 2 times one core's work (two independent
+/// hash loops in two processes each ran 0% to 45% slower together than alone).
 /// The copies share nothing but the store, so they give the *ceiling* the parallel path's
 /// speedup is read against: the threads times the sequential time over the copies' time.
 ///
 /// The copies' threads start for each sample and exit after it. Kept threads (a rayon pool)
-/// spin for a while once idle, and that took a core from the run after them: the snapshots'
-/// Block-STM speedups fell from 1.33x-1.36x to 1.21x-1.27x with the copies in the same rounds
-/// on a kept pool.
+/// spin for a while once idle, and that took a core from the run after them: with the copies
+/// in the same rounds on a kept pool, the snapshots' Block-STM blocks came out at 1.21x-1.27x
+/// in four runs, against 1.38x just before without them.
 #[derive(Clone, Copy, Debug)]
 pub struct Copies {
-    pub threads: usize,
+    threads: usize,
 }
 
 impl Copies {
