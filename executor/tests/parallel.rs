@@ -114,6 +114,25 @@ fn small_or_transfer_only_blocks_take_the_sequential_path() {
 }
 
 #[test]
+fn large_blocks_prepare_on_two_threads_and_still_match_or_fall_back() {
+    // Past 2,048 transactions a pool thread hashes senders and calls during the set-up;
+    // with three threads it is one of two helpers.
+    let config = ParallelConfig::with_threads(2);
+    let calls = WorkloadKind::Erc20Transfers.generate(2_100 * 50_400);
+    for threads in [2, 3] {
+        let outcome = assert_identical(&calls, &ParallelConfig::with_threads(threads));
+        assert_eq!(outcome.stats.fallback, None);
+        assert!(!outcome.stats.sequential);
+    }
+    // The sender check still applies once the set-up is split.
+    use lockstep_harness::random_block::{TxSpec, build};
+    let specs = vec![TxSpec::Erc20 { from: 0, to: 1, amount: 5 }; 2_100];
+    let chained = build(&specs, lockstep_executor::revm::primitives::hardfork::SpecId::CANCUN);
+    let outcome = assert_identical(&chained, &config);
+    assert_eq!(outcome.stats.fallback, Some(Fallback::OneSender));
+}
+
+#[test]
 fn same_sender_transactions_wait_for_each_other_instead_of_reexecuting() {
     // Every other transaction is one sender's: each reads the nonce and token balance its
     // predecessor writes. Without waiting for that predecessor, two threads would execute

@@ -17,8 +17,9 @@ use crate::{
     state::{self, Account, AccountDiff, StateDiff},
     storage::StateReader,
 };
-use alloy_primitives::{Address, map::AddressMap};
+use alloy_primitives::{Address, B256, Bytes, map::AddressMap};
 use std::{
+    collections::BTreeMap,
     ops::Range,
     sync::{
         OnceLock,
@@ -53,6 +54,8 @@ struct Chunk {
     stats: ExecutionStats,
     /// Keys of their changes, to split the merge evenly.
     samples: Vec<merge::Key>,
+    /// Code their changes deploy, gathered while they are at hand.
+    codes: BTreeMap<B256, Bytes>,
 }
 
 /// A finished run's outcomes, statistics and merged account changes.
@@ -61,6 +64,8 @@ pub(crate) struct Finished {
     pub(crate) txs: Vec<TxOutcome>,
     pub(crate) stats: ExecutionStats,
     pub(crate) accounts: SortedMap<Address, AccountDiff>,
+    /// Code the transactions deployed, by hash.
+    pub(crate) codes: BTreeMap<B256, Bytes>,
 }
 
 impl Tail {
@@ -85,9 +90,10 @@ impl Tail {
         let ranges: Vec<Vec<(Address, AccountDiff)>> =
             self.ranges.into_iter().map(OnceLock::into_inner).collect::<Option<_>>()?;
         let mut chunks = chunks.into_iter();
-        let Chunk { outcomes: mut txs, mut stats, .. } = chunks.next()?;
-        for chunk in chunks {
+        let Chunk { outcomes: mut txs, mut stats, mut codes, .. } = chunks.next()?;
+        for mut chunk in chunks {
             txs.extend(chunk.outcomes);
+            codes.append(&mut chunk.codes);
             stats.executions.extend(chunk.stats.executions);
             stats.validations.extend(chunk.stats.validations);
             stats.aborts.extend(chunk.stats.aborts);
@@ -95,7 +101,7 @@ impl Tail {
         }
         // Each range is sorted and the ranges are in order.
         let accounts = SortedMap::from_sorted(merge::join(ranges));
-        Some(Finished { txs, stats, accounts })
+        Some(Finished { txs, stats, accounts, codes })
     }
 }
 
@@ -183,8 +189,11 @@ fn resolve<R: StateReader>(run: &Run<'_>, base: &Base<'_, R>) -> Result<Resolved
 /// The outcomes of the transactions in `txs`, their resolved credits joined to their changes.
 fn build_chunk(run: &Run<'_>, resolved: &Resolved, txs: Range<TxIdx>) -> Chunk {
     let block = run.shared.block;
-    let mut outcomes = Vec::with_capacity(txs.len());
+    // The first chunk is the one the others join: room for them all spares a copy of it.
+    let all = block.transactions.len();
+    let mut outcomes = Vec::with_capacity(if txs.start == 0 { all } else { txs.len() });
     let mut sampler = Sampler::default();
+    let mut codes = BTreeMap::new();
     let mut credited = resolved.accounts.partition_point(|(tx, ..)| *tx < txs.start);
     for tx in txs.clone() {
         let output = run.shared.mv.take_output(tx).expect("every transaction executed");
@@ -197,6 +206,7 @@ fn build_chunk(run: &Run<'_>, resolved: &Resolved, txs: Range<TxIdx>) -> Chunk {
             credited += 1;
         }
         sampler.add(&changes);
+        codes.extend(changes.codes.iter().map(|(hash, code)| (*hash, code.clone())));
         let (tx_type, cumulative) = (block.transactions[tx].tx_type, resolved.cumulative_gas[tx]);
         outcomes.push(match result {
             Ok(result) => sequential::executed(tx_type, result, cumulative, changes),
@@ -212,7 +222,7 @@ fn build_chunk(run: &Run<'_>, resolved: &Resolved, txs: Range<TxIdx>) -> Chunk {
         stats.aborts.push(count(&counters.aborts));
         stats.suspensions.push(count(&counters.suspensions));
     }
-    Chunk { outcomes, stats, samples: sampler.keys }
+    Chunk { outcomes, stats, samples: sampler.keys, codes }
 }
 
 /// A barrier the workers spin at (a sleeping waiter can take a millisecond to wake here),
