@@ -95,29 +95,40 @@ pub(crate) fn join(ranges: Vec<Vec<(Address, AccountDiff)>>) -> Vec<(Address, Ac
 
 /// One account's changes merged, as applying them in order would leave it: the last account
 /// value, and the slots `keep` selects written since the last wipe (the last write wins).
+/// One pass over the changes, oldest first: a large group (every transaction's fee to the
+/// beneficiary, a token's slots) is read once rather than once for each question.
 fn merge_account<'a>(
-    changes: impl DoubleEndedIterator<Item = &'a AccountDiff> + Clone,
+    changes: impl Iterator<Item = &'a AccountDiff>,
     keep: impl Fn(&U256) -> bool,
 ) -> AccountDiff {
-    let last = changes.clone().next_back().expect("a group is never empty");
-    let storage_cleared = changes.clone().any(|c| c.storage_cleared);
-    // The changes since the last wipe, newest first: counted rather than gathered, as most
-    // accounts have one change.
-    let since_wipe = match changes.clone().rev().position(|c| c.storage_cleared) {
-        Some(newest_wipe) => newest_wipe + 1,
-        None => changes.clone().count(),
-    };
-    let newest_first = changes.rev().take(since_wipe);
-    let mut slots: Vec<(U256, U256)> = newest_first
-        .flat_map(|c| c.storage.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (*k, *v)))
-        .collect();
-    if since_wipe > 1 {
-        // Stable: among writes of one slot the newest stays first, and dedup keeps it.
-        slots.sort_by_key(|(slot, _)| *slot);
-        slots.dedup_by_key(|(slot, _)| *slot);
+    let mut merged = AccountDiff::default();
+    let mut slots: Vec<(U256, U256)> = Vec::new();
+    // Changes since the last wipe with slots kept: below two, no slot can repeat.
+    let mut writers = 0;
+    for change in changes {
+        merged.account = change.account;
+        if change.storage_cleared {
+            merged.storage_cleared = true;
+            slots.clear();
+            writers = 0;
+        }
+        let before = slots.len();
+        slots.extend(change.storage.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (*k, *v)));
+        writers += usize::from(slots.len() > before);
     }
-    let storage = crate::sorted_map::SortedMap::from_sorted(slots);
-    AccountDiff { account: last.account, storage_cleared, storage }
+    if writers > 1 {
+        // Stable: among writes of one slot the newest comes last, and its value stays.
+        slots.sort_by_key(|(slot, _)| *slot);
+        slots.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
+    }
+    merged.storage = crate::sorted_map::SortedMap::from_sorted(slots);
+    merged
 }
 
 #[cfg(test)]
