@@ -170,3 +170,22 @@ fn heavy_late_transactions_run_early_and_still_match() {
         assert_identical(&workload, &config);
     }
 }
+
+#[test]
+fn credits_resolve_across_every_workers_range() {
+    use lockstep_executor::revm::primitives::hardfork::SpecId;
+    use lockstep_harness::random_block::{Target, TxSpec, build};
+    // One recipient credited in every worker's range, and set in the middle by a transfer
+    // of its own; the beneficiary likewise, paid by every transaction and paying once.
+    let specs: Vec<TxSpec> = (0..30u8)
+        .map(|i| match i {
+            11 => TxSpec::Transfer { from: 3, to: Target::User(0), value: 5 },
+            19 => TxSpec::FromBeneficiary { to: 1, value: 9 },
+            _ => TxSpec::Transfer { from: i % 3, to: Target::User(3), value: 7 },
+        })
+        .collect();
+    let workload = build(&specs, SpecId::CANCUN);
+    for threads in [2, 3, 4, 8] {
+        assert_identical(&workload, &ParallelConfig::always_parallel(threads));
+    }
+}

@@ -1,7 +1,8 @@
 //! The end of a parallel run, done by the workers themselves (no thread has to start for
-//! it): once every transaction is final, one worker resolves the credits in block order,
-//! then each builds the outcomes of a range of transactions, then each merges the block diff
-//! for a range of accounts.
+//! it): once every transaction is final, each worker sums up what its range of transactions
+//! does to the accounts that credits touch, then builds the outcomes of its range (resolving
+//! its credits from the sums of the ranges before it), then merges the block diff for a
+//! range of accounts.
 
 use super::{
     Run, idle_wait,
@@ -17,7 +18,7 @@ use crate::{
     state::{self, Account, AccountDiff, StateDiff},
     storage::StateReader,
 };
-use alloy_primitives::{Address, B256, Bytes, map::AddressMap};
+use alloy_primitives::{Address, B256, Bytes, U256, map::AddressMap};
 use std::{
     collections::BTreeMap,
     ops::Range,
@@ -31,20 +32,33 @@ use std::{
 #[derive(Debug)]
 pub(crate) struct Tail {
     barrier: Barrier,
-    resolved: OnceLock<Resolved>,
+    /// Set once the run is final and stays parallel (see `Run::conclude`).
+    go: OnceLock<()>,
+    /// Per worker but the last, the net effect of its range of transactions.
+    summaries: Vec<OnceLock<Summary>>,
     /// Per worker, the outcomes of its range of transactions.
     chunks: Vec<OnceLock<Chunk>>,
     /// Per worker, the merged changes of its range of accounts.
     ranges: Vec<OnceLock<Vec<(Address, AccountDiff)>>>,
 }
 
-/// What resolving the credits in block order gives the transactions.
-#[derive(Debug)]
-struct Resolved {
-    /// Per transaction, the block's gas up to and including it.
-    cumulative_gas: Vec<u64>,
-    /// Credited accounts as each transaction leaves them, in block order.
-    accounts: Vec<(TxIdx, Address, Option<Account>)>,
+/// What a range of transactions does, as the ranges after it need to know: its gas, and
+/// where it leaves each account that it changes and a credit can touch.
+#[derive(Debug, Default)]
+struct Summary {
+    gas: u64,
+    accounts: AddressMap<Net>,
+}
+
+/// One creditable account's net change over a range of transactions. Credits add up: two in
+/// a row leave an account as one credit of their sum does, EIP-161's removal included (a
+/// credit leaves an account empty only when it was empty and the credit zero).
+#[derive(Clone, Copy, Debug)]
+enum Net {
+    /// Set by a transaction of the range (and maybe credited since).
+    Set(Option<Account>),
+    /// Only credited, by this much in all.
+    Credited(U256),
 }
 
 /// The outcomes of a range of transactions.
@@ -72,7 +86,8 @@ impl Tail {
     pub(crate) fn new(workers: usize) -> Self {
         Self {
             barrier: Barrier::new(workers),
-            resolved: OnceLock::new(),
+            go: OnceLock::new(),
+            summaries: (1..workers).map(|_| OnceLock::new()).collect(),
             chunks: (0..workers).map(|_| OnceLock::new()).collect(),
             ranges: (0..workers).map(|_| OnceLock::new()).collect(),
         }
@@ -113,23 +128,31 @@ pub(super) fn finish<R: StateReader>(run: &Run<'_>, worker: usize, vm: &mut Vm<'
         return;
     }
     if worker == 0 {
-        let resolved =
-            run.conclude(vm).and_then(|go| go.then(|| resolve(run, vm.base())).transpose());
-        match resolved {
-            Ok(Some(resolved)) => tail.resolved.set(resolved).expect("resolved once"),
-            // Given up to the sequential path: the others find nothing resolved.
-            Ok(None) => {}
+        match run.conclude(vm) {
+            Ok(true) => tail.go.set(()).expect("concluded once"),
+            // Given up to the sequential path: the others find no go.
+            Ok(false) => {}
             Err(e) => run.fail(e),
         }
+    }
+    if !tail.barrier.wait() || tail.go.get().is_none() {
+        return;
+    }
+    let workers = tail.chunks.len();
+    let txs = run.shared.block.transactions.len();
+    let range = worker * txs / workers..(worker + 1) * txs / workers;
+    if let Some(summary) = tail.summaries.get(worker) {
+        summary.set(summarize(run, range.clone())).expect("one summary per worker");
     }
     if !tail.barrier.wait() {
         return;
     }
-    let Some(resolved) = tail.resolved.get() else { return };
-    let workers = tail.chunks.len();
-    let txs = run.shared.block.transactions.len();
-    let range = worker * txs / workers..(worker + 1) * txs / workers;
-    tail.chunks[worker].set(build_chunk(run, resolved, range)).expect("one chunk per worker");
+    let earlier: Vec<&Summary> =
+        tail.summaries[..worker].iter().map(|s| s.get().expect("summed up before")).collect();
+    match build_chunk(run, vm.base(), &earlier, range) {
+        Ok(chunk) => tail.chunks[worker].set(chunk).expect("one chunk per worker"),
+        Err(e) => return run.fail(e),
+    }
     if !tail.barrier.wait() {
         return;
     }
@@ -151,66 +174,116 @@ pub(super) fn finish<R: StateReader>(run: &Run<'_>, worker: usize, vm: &mut Vm<'
     run.shared.mv.free_records_of(worker);
 }
 
-/// Walks the final outputs in block order, turning each credit into the account state it
-/// leaves (only accounts that can be credited are followed), and sums the gas.
-fn resolve<R: StateReader>(run: &Run<'_>, base: &Base<'_, R>) -> Result<Resolved, ExecutionError> {
-    let block = run.shared.block;
-    let txs = block.transactions.len();
-    let mut current: AddressMap<Option<Account>> = AddressMap::default();
-    let mut resolved = Resolved { cumulative_gas: Vec::with_capacity(txs), accounts: Vec::new() };
-    let mut gas = 0;
-    for tx in 0..txs {
-        run.shared.mv.with_output(tx, |output| {
-            let output = output.expect("every transaction executed");
-            gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
-            resolved.cumulative_gas.push(gas);
-            for address in &output.creditable {
-                let change = output.changes.accounts.get(address).expect("a changed account");
-                current.insert(*address, change.account);
-            }
-            let fee = output.fee.map(|fee| (block.beneficiary, fee));
-            for (address, amount) in output.credit.into_iter().chain(fee) {
-                let before = match current.get(&address) {
-                    Some(account) => *account,
-                    None => base.account(address)?,
-                };
-                let after = state::credited(before, amount, block.spec);
-                current.insert(address, after);
-                if after != before {
-                    resolved.accounts.push((tx, address, after));
-                }
-            }
-            Ok::<_, ExecutionError>(())
-        })?;
-    }
-    Ok(resolved)
+/// The credits of an output, in the order they apply: a plain transfer's to its recipient,
+/// then the beneficiary's fee.
+fn credits(
+    credit: Option<(Address, U256)>,
+    fee: Option<U256>,
+    beneficiary: Address,
+) -> impl Iterator<Item = (Address, U256)> {
+    credit.into_iter().chain(fee.map(|fee| (beneficiary, fee)))
 }
 
-/// The outcomes of the transactions in `txs`, their resolved credits joined to their changes.
-fn build_chunk(run: &Run<'_>, resolved: &Resolved, txs: Range<TxIdx>) -> Chunk {
+/// The net effect of the transactions in `txs` on the accounts credits touch, and their gas.
+fn summarize(run: &Run<'_>, txs: Range<TxIdx>) -> Summary {
+    let block = run.shared.block;
+    let mut summary = Summary::default();
+    for tx in txs {
+        run.shared.mv.with_output(tx, |output| {
+            let output = output.expect("every transaction executed");
+            summary.gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
+            for address in &output.creditable {
+                let change = output.changes.accounts.get(address).expect("a changed account");
+                summary.accounts.insert(*address, Net::Set(change.account));
+            }
+            for (address, amount) in credits(output.credit, output.fee, block.beneficiary) {
+                let net = summary.accounts.entry(address).or_insert(Net::Credited(U256::ZERO));
+                *net = match *net {
+                    Net::Set(account) => Net::Set(state::credited(account, amount, block.spec)),
+                    Net::Credited(sum) => Net::Credited(sum.saturating_add(amount)),
+                };
+            }
+        });
+    }
+    summary
+}
+
+/// `address` as the ranges summed up in `earlier` leave it, on top of the base state.
+fn start_of<R: StateReader>(
+    address: Address,
+    earlier: &[&Summary],
+    base: &Base<'_, R>,
+    spec: revm::primitives::hardfork::SpecId,
+) -> Result<Option<Account>, ExecutionError> {
+    // The latest range that set it, plus every credit since.
+    let mut credit: Option<U256> = None;
+    let mut account = None;
+    for summary in earlier.iter().rev() {
+        match summary.accounts.get(&address) {
+            Some(Net::Set(set)) => {
+                account = Some(*set);
+                break;
+            }
+            Some(Net::Credited(sum)) => {
+                credit = Some(credit.unwrap_or_default().saturating_add(*sum))
+            }
+            None => {}
+        }
+    }
+    let account = match account {
+        Some(account) => account,
+        None => base.account(address)?,
+    };
+    Ok(match credit {
+        Some(amount) => state::credited(account, amount, spec),
+        None => account,
+    })
+}
+
+/// The outcomes of the transactions in `txs`, their credits resolved in block order from
+/// where the `earlier` ranges leave each account.
+fn build_chunk<R: StateReader>(
+    run: &Run<'_>,
+    base: &Base<'_, R>,
+    earlier: &[&Summary],
+    txs: Range<TxIdx>,
+) -> Result<Chunk, ExecutionError> {
     let block = run.shared.block;
     // The first chunk is the one the others join: room for them all spares a copy of it.
     let all = block.transactions.len();
     let mut outcomes = Vec::with_capacity(if txs.start == 0 { all } else { txs.len() });
     let mut sampler = Sampler::default();
     let mut codes = BTreeMap::new();
-    let mut credited = resolved.accounts.partition_point(|(tx, ..)| *tx < txs.start);
+    let mut gas: u64 = earlier.iter().map(|s| s.gas).sum();
+    // Creditable accounts as the transactions so far leave them.
+    let mut current: AddressMap<Option<Account>> = AddressMap::default();
     for tx in txs.clone() {
         let output = run.shared.mv.take_output(tx).expect("every transaction executed");
-        let TxOutput { result, mut changes, .. } = output;
-        while let Some((_, address, account)) =
-            resolved.accounts.get(credited).filter(|(t, ..)| *t == tx)
-        {
-            let change = AccountDiff { account: *account, ..AccountDiff::default() };
-            changes.accounts.insert(*address, change);
-            credited += 1;
+        let TxOutput { result, mut changes, fee, credit, creditable } = output;
+        for address in &creditable {
+            let change = changes.accounts.get(address).expect("a changed account");
+            current.insert(*address, change.account);
+        }
+        for (address, amount) in credits(credit, fee, block.beneficiary) {
+            let before = match current.get(&address) {
+                Some(account) => *account,
+                None => start_of(address, earlier, base, block.spec)?,
+            };
+            let after = state::credited(before, amount, block.spec);
+            current.insert(address, after);
+            if after != before {
+                changes
+                    .accounts
+                    .insert(address, AccountDiff { account: after, ..AccountDiff::default() });
+            }
         }
         sampler.add(&changes);
         codes.extend(changes.codes.iter().map(|(hash, code)| (*hash, code.clone())));
-        let (tx_type, cumulative) = (block.transactions[tx].tx_type, resolved.cumulative_gas[tx]);
+        gas += result.as_ref().map_or(0, |r| r.tx_gas_used());
+        let tx_type = block.transactions[tx].tx_type;
         outcomes.push(match result {
-            Ok(result) => sequential::executed(tx_type, result, cumulative, changes),
-            Err(invalid) => TxOutcome::invalid(invalid, tx_type, cumulative),
+            Ok(result) => sequential::executed(tx_type, result, gas, changes),
+            Err(invalid) => TxOutcome::invalid(invalid, tx_type, gas),
         });
     }
     let mut stats = ExecutionStats::default();
@@ -222,7 +295,7 @@ fn build_chunk(run: &Run<'_>, resolved: &Resolved, txs: Range<TxIdx>) -> Chunk {
         stats.aborts.push(count(&counters.aborts));
         stats.suspensions.push(count(&counters.suspensions));
     }
-    Chunk { outcomes, stats, samples: sampler.keys, codes }
+    Ok(Chunk { outcomes, stats, samples: sampler.keys, codes })
 }
 
 /// A barrier the workers spin at (a sleeping waiter can take a millisecond to wake here),
