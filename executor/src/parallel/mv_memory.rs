@@ -538,11 +538,6 @@ impl<O> MvMemory<O> {
         }
     }
 
-    /// Runs `f` on the latest output of `tx` (`None` before its first execution).
-    pub(crate) fn with_output<T>(&self, tx: TxIdx, f: impl FnOnce(Option<&O>) -> T) -> T {
-        f(self.tx(tx).output.as_ref())
-    }
-
     /// Takes the latest output of `tx` once the block is final. Its reads and writes stay
     /// for [`Self::free_records_of`]: freeing them here, on whichever worker builds the
     /// outcome, would contend for the allocator with the worker that allocated them.

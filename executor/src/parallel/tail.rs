@@ -11,6 +11,7 @@ use super::{
     vm::{Base, TxOutput, Vm},
 };
 use crate::{
+    block::Block,
     error::ExecutionError,
     outcome::{ExecutionStats, TxOutcome},
     sequential,
@@ -141,15 +142,19 @@ pub(super) fn finish<R: StateReader>(run: &Run<'_>, worker: usize, vm: &mut Vm<'
     let workers = tail.chunks.len();
     let txs = run.shared.block.transactions.len();
     let range = worker * txs / workers..(worker + 1) * txs / workers;
+    // Taken once, before the wait, by the last worker too (which sums up nothing).
+    let outputs: Vec<TxOutput> = (range.clone())
+        .map(|tx| run.shared.mv.take_output(tx).expect("every transaction executed"))
+        .collect();
     if let Some(summary) = tail.summaries.get(worker) {
-        summary.set(summarize(run, range.clone())).expect("one summary per worker");
+        summary.set(summarize(run.shared.block, &outputs)).expect("one summary per worker");
     }
     if !tail.barrier.wait() {
         return;
     }
     let earlier: Vec<&Summary> =
         tail.summaries[..worker].iter().map(|s| s.get().expect("summed up before")).collect();
-    match build_chunk(run, vm.base(), &earlier, range) {
+    match build_chunk(run, vm.base(), &earlier, range, outputs) {
         Ok(chunk) => tail.chunks[worker].set(chunk).expect("one chunk per worker"),
         Err(e) => return run.fail(e),
     }
@@ -184,26 +189,22 @@ fn credits(
     credit.into_iter().chain(fee.map(|fee| (beneficiary, fee)))
 }
 
-/// The net effect of the transactions in `txs` on the accounts credits touch, and their gas.
-fn summarize(run: &Run<'_>, txs: Range<TxIdx>) -> Summary {
-    let block = run.shared.block;
+/// The net effect of a range's `outputs` on the accounts credits touch, and their gas.
+fn summarize(block: &Block, outputs: &[TxOutput]) -> Summary {
     let mut summary = Summary::default();
-    for tx in txs {
-        run.shared.mv.with_output(tx, |output| {
-            let output = output.expect("every transaction executed");
-            summary.gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
-            for address in &output.creditable {
-                let change = output.changes.accounts.get(address).expect("a changed account");
-                summary.accounts.insert(*address, Net::Set(change.account));
-            }
-            for (address, amount) in credits(output.credit, output.fee, block.beneficiary) {
-                let net = summary.accounts.entry(address).or_insert(Net::Credited(U256::ZERO));
-                *net = match *net {
-                    Net::Set(account) => Net::Set(state::credited(account, amount, block.spec)),
-                    Net::Credited(sum) => Net::Credited(sum.saturating_add(amount)),
-                };
-            }
-        });
+    for output in outputs {
+        summary.gas += output.result.as_ref().map_or(0, |r| r.tx_gas_used());
+        for address in &output.creditable {
+            let change = output.changes.accounts.get(address).expect("a changed account");
+            summary.accounts.insert(*address, Net::Set(change.account));
+        }
+        for (address, amount) in credits(output.credit, output.fee, block.beneficiary) {
+            let net = summary.accounts.entry(address).or_insert(Net::Credited(U256::ZERO));
+            *net = match *net {
+                Net::Set(account) => Net::Set(state::credited(account, amount, block.spec)),
+                Net::Credited(sum) => Net::Credited(sum.saturating_add(amount)),
+            };
+        }
     }
     summary
 }
@@ -240,13 +241,14 @@ fn start_of<R: StateReader>(
     })
 }
 
-/// The outcomes of the transactions in `txs`, their credits resolved in block order from
-/// where the `earlier` ranges leave each account.
+/// The outcomes of the transactions in `txs` from their `outputs`, their credits resolved in
+/// block order from where the `earlier` ranges leave each account.
 fn build_chunk<R: StateReader>(
     run: &Run<'_>,
     base: &Base<'_, R>,
     earlier: &[&Summary],
     txs: Range<TxIdx>,
+    outputs: Vec<TxOutput>,
 ) -> Result<Chunk, ExecutionError> {
     let block = run.shared.block;
     // The first chunk is the one the others join: room for them all spares a copy of it.
@@ -257,8 +259,7 @@ fn build_chunk<R: StateReader>(
     let mut gas: u64 = earlier.iter().map(|s| s.gas).sum();
     // Creditable accounts as the transactions so far leave them.
     let mut current: AddressMap<Option<Account>> = AddressMap::default();
-    for tx in txs.clone() {
-        let output = run.shared.mv.take_output(tx).expect("every transaction executed");
+    for (tx, output) in txs.clone().zip(outputs) {
         let TxOutput { result, mut changes, fee, credit, creditable } = output;
         for address in &creditable {
             let change = changes.accounts.get(address).expect("a changed account");
