@@ -226,7 +226,7 @@ fn start_of<R: StateReader>(
                 break;
             }
             Some(Net::Credited(sum)) => {
-                credit = Some(credit.unwrap_or_default().saturating_add(*sum))
+                credit = Some(credit.unwrap_or_default().saturating_add(*sum));
             }
             None => {}
         }
