@@ -2,7 +2,7 @@
 //! changes so far, with reads cached. It is the `revm::Database` of the sequential path.
 
 use crate::{
-    address_order::{sort_by_address, sorted_by_address},
+    key_order,
     sorted_map::SortedMap,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{StateReader, StorageError},
@@ -179,7 +179,7 @@ impl Overlay {
         // Storage is joined to the sorted accounts rather than looked up for each: most
         // accounts a block changes hold no storage, and a lookup each cost more than the sort.
         let mut storages = self.written_storage().into_iter().peekable();
-        let diffs = sorted_by_address(&written).into_iter().map(|(address, account)| {
+        let diffs = key_order::sorted(&written).into_iter().map(|(address, account)| {
             let (storage_cleared, storage) =
                 storages.next_if(|(a, _)| *a == address).map(|(_, s)| s).unwrap_or_default();
             (address, AccountDiff { account, storage_cleared, storage })
@@ -193,14 +193,15 @@ impl Overlay {
     fn written_storage(&self) -> Vec<(Address, WrittenStorage)> {
         let storages: Vec<_> = (self.slots.iter())
             .map(|(address, slots)| {
-                let written = (slots.values.iter())
+                let written: Vec<_> = (slots.values.iter())
                     .filter(|(_, slot)| slot.written)
-                    .map(|(slot, value)| (*slot, value.value));
-                (*address, (slots.cleared, SortedMap::from_distinct(written.collect())))
+                    .map(|(slot, value)| (*slot, value.value))
+                    .collect();
+                (*address, (slots.cleared, SortedMap::from_sorted(key_order::sorted(&written))))
             })
             .filter(|(_, (cleared, storage))| *cleared || !storage.is_empty())
             .collect();
-        sort_by_address(storages)
+        key_order::sort(storages)
     }
 }
 

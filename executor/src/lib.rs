@@ -5,11 +5,11 @@
 //! - [`storage`]: the [`Storage`] trait with an in-memory and an MDBX store.
 //! - [`root`]: state root and logs hash.
 
-mod address_order;
 pub mod block;
 pub mod block_state;
 pub mod effects;
 pub mod error;
+mod key_order;
 pub mod outcome;
 pub mod parallel;
 pub mod root;

@@ -2,7 +2,7 @@
 //! worker merges an equal share, even when one account (a token) holds most of the changes.
 
 use crate::{
-    address_order::sorted_by_address,
+    key_order,
     state::{AccountDiff, StateDiff},
 };
 use alloy_primitives::{Address, U256};
@@ -59,7 +59,7 @@ pub(crate) fn merge_range(
         .map(|(a, change)| (*a, change))
         .collect();
     // An account's changes stay in block order.
-    let changes = sorted_by_address(&unsorted);
+    let changes = key_order::sorted(&unsorted);
     let mut merged = Vec::new();
     for group in changes.chunk_by(|a, b| a.0 == b.0) {
         let address = group[0].0;
@@ -118,7 +118,7 @@ fn merge_account<'a>(
     }
     if writers > 1 {
         // Stable: among writes of one slot the newest comes last, and its value stays.
-        slots.sort_by_key(|(slot, _)| *slot);
+        slots = key_order::sorted(&slots);
         slots.dedup_by(|later, kept| {
             let same = later.0 == kept.0;
             if same {
