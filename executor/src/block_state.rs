@@ -197,7 +197,7 @@ impl Overlay {
                     .filter(|(_, slot)| slot.written)
                     .map(|(slot, value)| (*slot, value.value))
                     .collect();
-                (*address, (slots.cleared, SortedMap::from_sorted(key_order::sorted(&written))))
+                (*address, (slots.cleared, SortedMap::from_sorted(key_order::sort(written))))
             })
             .filter(|(_, (cleared, storage))| *cleared || !storage.is_empty())
             .collect();

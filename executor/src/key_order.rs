@@ -9,7 +9,7 @@ const POSITION_BITS: u32 = 24;
 const POSITION: u64 = (1 << POSITION_BITS) - 1;
 /// Key bytes that fit in a sort key beside the position.
 const KEY_BYTES: usize = 8 - POSITION_BITS as usize / 8;
-/// Below this many entries a plain sort is as fast, and the key's set-up is not worth it.
+/// Below this many entries a plain sort in place is as fast, and needs no positions.
 const FEW: usize = 32;
 
 /// A key ordered as its big-endian bytes, which it hands out as four 64-bit words, most
@@ -39,11 +39,18 @@ impl Words for U256 {
 /// pass that does nothing else: a pass that also built each entry's result waited on every
 /// random read in turn.
 pub(crate) fn sorted<K: Words, T: Copy>(entries: &[(K, T)]) -> Vec<(K, T)> {
+    if entries.len() < FEW {
+        return sort(entries.to_vec());
+    }
     order(entries).into_iter().map(|i| entries[i as usize]).collect()
 }
 
-/// [`sorted`] for values that move rather than copy.
-pub(crate) fn sort<K: Words, T>(entries: Vec<(K, T)>) -> Vec<(K, T)> {
+/// [`sorted`] for values that move rather than copy; a few entries are sorted in place.
+pub(crate) fn sort<K: Words, T>(mut entries: Vec<(K, T)>) -> Vec<(K, T)> {
+    if entries.len() < FEW {
+        entries.sort_by_key(|(key, _)| *key);
+        return entries;
+    }
     let order = order(&entries);
     let mut entries: Vec<Option<(K, T)>> = entries.into_iter().map(Some).collect();
     order.into_iter().map(|i| entries[i as usize].take().expect("each position once")).collect()
@@ -56,9 +63,9 @@ pub(crate) fn sort<K: Words, T>(entries: Vec<(K, T)>) -> Vec<(K, T)> {
 /// and small slot numbers share most of theirs. The rare runs of entries that agree on the
 /// bytes in the integer are then sorted by their whole key. Sorting the entries themselves
 /// moved large values, and sorting keys of three integers each cost twice as long.
-pub(crate) fn order<K: Words, T>(entries: &[(K, T)]) -> Vec<u32> {
+fn order<K: Words, T>(entries: &[(K, T)]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..entries.len() as u32).collect();
-    if entries.len() < FEW || entries.len() > POSITION as usize {
+    if entries.len() > POSITION as usize {
         order.sort_by_key(|&i| entries[i as usize].0);
         return order;
     }

@@ -118,7 +118,7 @@ fn merge_account<'a>(
     }
     if writers > 1 {
         // Stable: among writes of one slot the newest comes last, and its value stays.
-        slots = key_order::sorted(&slots);
+        slots = key_order::sort(slots);
         slots.dedup_by(|later, kept| {
             let same = later.0 == kept.0;
             if same {
