@@ -277,11 +277,14 @@ impl<'a> Run<'a> {
             Err(e) => return self.fail(e.into()),
         };
         let mut vm = Vm::new(self.shared, Base { reader, diff: self.pre_block });
-        self.run_tasks(worker, &mut vm);
-        tail::finish(self, worker, &mut vm);
+        let recorded = self.run_tasks(worker, &mut vm);
+        tail::finish(self, worker, &mut vm, &recorded);
     }
 
-    fn run_tasks<R: StateReader>(&self, worker: usize, vm: &mut Vm<'_, R>) {
+    /// Runs tasks until the block is final; returns the transactions whose records this
+    /// worker allocated.
+    fn run_tasks<R: StateReader>(&self, worker: usize, vm: &mut Vm<'_, R>) -> Vec<TxIdx> {
+        let mut recorded = Vec::new();
         let mut chaos = self.config.chaos.map(|seed| Chaos::new(seed, worker));
         let mut task: Option<Task> = None;
         let mut idle = 0u32;
@@ -296,7 +299,7 @@ impl<'a> Run<'a> {
                 }
             }
             task = match task {
-                Some(Task::Execute(version)) => self.execute(worker, vm, version),
+                Some(Task::Execute(version)) => self.execute(worker, vm, version, &mut recorded),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let prefer_execution = chaos.as_mut().is_some_and(Chaos::prefer_execution);
@@ -315,6 +318,7 @@ impl<'a> Run<'a> {
                 }
             };
         }
+        recorded
     }
 
     fn execute<R: StateReader>(
@@ -322,6 +326,7 @@ impl<'a> Run<'a> {
         worker: usize,
         vm: &mut Vm<'_, R>,
         version: Version,
+        recorded: &mut Vec<TxIdx>,
     ) -> Option<Task> {
         // A transaction whose sender's previous one has not executed would read a nonce
         // that is about to change, and so would a call of a function that proved a chain:
@@ -349,6 +354,7 @@ impl<'a> Run<'a> {
                 Ok(Attempt::Done { output, writes, reads }) => {
                     let written = Recorded { worker, writes, reads, fee: output.fee };
                     let wrote_new = self.shared.mv.record(version, written, output);
+                    recorded.push(version.tx);
                     return self.scheduler.finish_execution(version, wrote_new);
                 }
             }

@@ -546,9 +546,12 @@ impl<O> MvMemory<O> {
     }
 
     /// Frees the reads and writes that `worker` allocated, once the block is final: each
-    /// worker frees its own, side by side and without contending for the allocator.
-    pub(crate) fn free_records_of(&self, worker: usize) {
-        for tx in 0..self.txs.len() {
+    /// worker frees its own, side by side and without contending for the allocator. It
+    /// visits only the transactions it `recorded` (a record another worker replaced since
+    /// is that worker's): visiting every record took both workers through every record's
+    /// lock (3.1 ms per worker against 2.4 on the 1-gigagas AMM block).
+    pub(crate) fn free_records_of(&self, worker: usize, recorded: &[TxIdx]) {
+        for &tx in recorded {
             let mut record = self.tx(tx);
             if record.worker == worker {
                 let record = &mut *record;
@@ -655,6 +658,13 @@ impl<O> MvMemory<O> {
             }
             Err(Blocked(writer)) => Err(Some(writer)),
         }
+    }
+
+    /// How many writes and reads the record of `tx` still holds.
+    #[cfg(test)]
+    fn held(&self, tx: TxIdx) -> (usize, usize) {
+        let record = self.tx(tx);
+        (record.writes.len(), record.reads.len())
     }
 
     #[cfg(test)]
@@ -857,5 +867,28 @@ mod tests {
         mv.convert_writes_to_estimates(1);
         assert_eq!(mv.read(&b, 3, ReadMode::Full).unwrap_err(), Blocked(1));
         assert!(mv.read(&b, 1, ReadMode::Full).is_ok(), "readers below the payer are unaffected");
+    }
+
+    #[test]
+    fn each_worker_frees_the_records_it_holds_and_only_those() {
+        let mv = MvMemory::<()>::new(3, BENEFICIARY);
+        let read = Read { location: slot(9), mode: ReadMode::Full, origin: Origin::default() };
+        let by = |worker, location| Recorded {
+            worker,
+            writes: vec![(location, Write::Storage(U256::from(1)))],
+            reads: vec![read.clone()],
+            fee: None,
+        };
+        mv.record(v(0, 0), by(0, slot(0)), ());
+        mv.record(v(1, 0), by(1, slot(1)), ());
+        mv.record(v(2, 0), by(0, slot(2)), ());
+        // Worker 1 re-executes tx 2: its record is worker 1's now, though worker 0 made one.
+        mv.record(v(2, 1), by(1, slot(2)), ());
+        mv.free_records_of(0, &[0, 2]);
+        assert_eq!(mv.held(0), (0, 0));
+        assert_eq!(mv.held(2), (1, 1), "tx 2's record belongs to worker 1");
+        assert_eq!(mv.held(1), (1, 1), "worker 0 did not record tx 1");
+        mv.free_records_of(1, &[1, 2]);
+        assert_eq!((mv.held(1), mv.held(2)), ((0, 0), (0, 0)));
     }
 }

@@ -122,7 +122,13 @@ impl Tail {
 }
 
 /// One worker's share of the tail, after its task loop.
-pub(super) fn finish<R: StateReader>(run: &Run<'_>, worker: usize, vm: &mut Vm<'_, R>) {
+/// `recorded`: the transactions whose records this worker allocated.
+pub(super) fn finish<R: StateReader>(
+    run: &Run<'_>,
+    worker: usize,
+    vm: &mut Vm<'_, R>,
+    recorded: &[TxIdx],
+) {
     let tail = &run.tail;
     // Every worker is out of the task loop: no output changes any more.
     if !tail.barrier.wait() {
@@ -176,7 +182,7 @@ pub(super) fn finish<R: StateReader>(run: &Run<'_>, worker: usize, vm: &mut Vm<'
         _ => Vec::new(),
     };
     tail.ranges[worker].set(merged).expect("one range per worker");
-    run.shared.mv.free_records_of(worker);
+    run.shared.mv.free_records_of(worker, recorded);
 }
 
 /// The credits of an output, in the order they apply: a plain transfer's to its recipient,
