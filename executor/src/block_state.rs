@@ -235,6 +235,26 @@ impl<R: StateReader> BlockState<R> {
         }
     }
 
+    /// The reader under the block's changes.
+    pub(crate) fn reader(&self) -> &R {
+        &self.reader
+    }
+
+    /// The account the block left at `address`, if the block wrote it (`Some(None)`: it
+    /// does not exist afterwards).
+    pub(crate) fn written_account(&self, address: &Address) -> Option<Option<Account>> {
+        self.overlay.accounts.get(address).filter(|a| a.written).map(|a| a.value)
+    }
+
+    /// The value the block left in a slot, if the block wrote it or wiped its account.
+    pub(crate) fn written_slot(&self, address: &Address, slot: &U256) -> Option<U256> {
+        let slots = self.overlay.slots.get(address)?;
+        match slots.values.get(slot) {
+            Some(cached) if cached.written => Some(cached.value),
+            _ => slots.cleared.then_some(U256::ZERO),
+        }
+    }
+
     /// See [`Overlay::changes`].
     pub fn changes(&self) -> SortedMap<Address, AccountDiff> {
         self.overlay.changes()

@@ -105,6 +105,9 @@ pub struct ExecutionStats {
     /// Why the parallel path handed the block to the sequential one (`None`: it did not, or
     /// the sequential path was called directly).
     pub fallback: Option<Fallback>,
+    /// The parallel path ran the block as speculative ranges rather than Block-STM.
+    #[serde(default)]
+    pub ranges: bool,
     /// Every abort, in the order the transactions come in the block: which read went stale.
     pub conflicts: Vec<Conflict>,
 }
@@ -175,6 +178,7 @@ impl ExecutionStats {
             suspensions: vec![0; txs],
             sequential: true,
             fallback: None,
+            ranges: false,
             conflicts: Vec::new(),
         }
     }

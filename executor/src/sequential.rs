@@ -13,6 +13,7 @@ use revm::{
     Context, ExecuteEvm, MainBuilder, MainContext,
     context::result::{EVMError, ExecutionResult},
 };
+use std::ops::Range;
 
 /// Executes `block` on the last committed state of `storage`, in order.
 ///
@@ -34,14 +35,33 @@ pub fn execute_on_reader<R: StateReader>(
     let mut state = BlockState::with_capacity(reader, parent, block.transactions.len());
     let pre_block = effects::pre_block(block, &mut state)?;
 
+    let mut txs = Vec::with_capacity(block.transactions.len());
+    execute_txs(&mut state, block, 0..block.transactions.len(), 0, &mut txs)?;
+
+    let post_block = effects::post_block(block, &mut state)?;
+    let mut diff = StateDiff { accounts: state.changes(), ..StateDiff::default() };
+    add_codes_and_hashes(&mut diff, &parts(&pre_block, &txs, &post_block));
+    let stats = ExecutionStats::sequential(block.transactions.len());
+    Ok(assemble(pre_block, txs, post_block, diff, stats))
+}
+
+/// Executes the transactions `range` of `block` in order on `state`, the state before the
+/// first of them, after `gas_before` gas of the block; appends their outcomes to `txs`.
+pub(crate) fn execute_txs<R: StateReader>(
+    state: &mut BlockState<R>,
+    block: &Block,
+    range: Range<usize>,
+    gas_before: u64,
+    txs: &mut Vec<TxOutcome>,
+) -> Result<(), ExecutionError> {
     let mut evm = Context::mainnet()
-        .with_db(&mut state)
+        .with_db(state)
         .with_block(block.block_env())
         .with_cfg(block.cfg_env())
         .build_mainnet();
-    let mut txs = Vec::with_capacity(block.transactions.len());
-    let mut cumulative_gas = 0u64;
-    for (index, tx) in block.transactions.iter().enumerate() {
+    let mut cumulative_gas = gas_before;
+    for index in range {
+        let tx = &block.transactions[index];
         match evm.transact(tx.clone()) {
             Ok(output) => {
                 let journal = &mut evm.ctx.journaled_state;
@@ -56,13 +76,7 @@ pub fn execute_on_reader<R: StateReader>(
             Err(e) => return Err(ExecutionError::from_evm(e, format_args!("tx {index}"))),
         }
     }
-    drop(evm);
-
-    let post_block = effects::post_block(block, &mut state)?;
-    let mut diff = StateDiff { accounts: state.changes(), ..StateDiff::default() };
-    add_codes_and_hashes(&mut diff, &parts(&pre_block, &txs, &post_block));
-    let stats = ExecutionStats::sequential(block.transactions.len());
-    Ok(assemble(pre_block, txs, post_block, diff, stats))
+    Ok(())
 }
 
 /// The outcome of one executed transaction.

@@ -116,11 +116,16 @@ fn small_or_transfer_only_blocks_take_the_sequential_path() {
 #[test]
 fn large_blocks_prepare_on_two_threads_and_still_match_or_fall_back() {
     // Past 2,048 transactions a pool thread hashes senders and calls during the set-up;
-    // with three threads it is one of two helpers.
-    let config = ParallelConfig::with_threads(2);
+    // with three threads it is one of two helpers. (Blocks that large run as ranges by
+    // default: Block-STM is asked for here.)
+    let block_stm = |threads| ParallelConfig {
+        min_range_txs: usize::MAX,
+        ..ParallelConfig::with_threads(threads)
+    };
+    let config = block_stm(2);
     let calls = WorkloadKind::Erc20Transfers.generate(2_100 * 50_400);
     for threads in [2, 3] {
-        let outcome = assert_identical(&calls, &ParallelConfig::with_threads(threads));
+        let outcome = assert_identical(&calls, &block_stm(threads));
         assert_eq!(outcome.stats.fallback, None);
         assert!(!outcome.stats.sequential);
     }
@@ -187,5 +192,73 @@ fn credits_resolve_across_every_workers_range() {
     let workload = build(&specs, SpecId::CANCUN);
     for threads in [2, 3, 4, 8] {
         assert_identical(&workload, &ParallelConfig::always_parallel(threads));
+    }
+}
+
+#[test]
+fn workloads_match_sequential_as_ranges() {
+    for kind in WorkloadKind::ALL {
+        let workload = kind.generate(150 * kind.gas_per_tx());
+        let txs = workload.block.transactions.len();
+        for threads in [1, 2, 3, 8] {
+            for chaos in [None, Some(threads as u64)] {
+                let config = ParallelConfig { chaos, ..ParallelConfig::always_ranges(threads) };
+                let stats = assert_identical(&workload, &config).stats;
+                assert!(stats.ranges && !stats.sequential, "{kind:?}");
+                let independent = kind != WorkloadKind::DependentChain;
+                if independent {
+                    assert_eq!(stats.re_executions(), 0, "{kind:?} {config:?}");
+                }
+                // Every transaction executed once, or twice when its range was given up.
+                assert_eq!(stats.executions.len(), txs);
+                assert!(stats.executions.iter().all(|e| (1..=2).contains(e)));
+            }
+        }
+    }
+}
+
+#[test]
+fn large_blocks_run_as_ranges_by_default() {
+    let calls = WorkloadKind::Erc20Transfers.generate(2_100 * 50_400);
+    let stats = assert_identical(&calls, &ParallelConfig::with_threads(2)).stats;
+    assert!(stats.ranges && stats.fallback.is_none());
+    let smaller = WorkloadKind::Erc20Transfers.generate(1_000 * 50_400);
+    let stats = assert_identical(&smaller, &ParallelConfig::with_threads(2)).stats;
+    assert!(!stats.ranges && stats.fallback.is_none(), "Block-STM below 2,048 transactions");
+}
+
+#[test]
+fn a_later_range_that_loads_a_changed_value_is_redone_from_there() {
+    // Every transaction reads and writes one slot: the second range's first transaction
+    // loads it before the first range wrote it, so from there the block runs in order.
+    let workload = WorkloadKind::DependentChain.generate(200 * 26_000);
+    let stats = assert_identical(&workload, &ParallelConfig::always_ranges(2)).stats;
+    let second = stats.validations.iter().position(|v| *v > 0).expect("a range was checked");
+    assert_eq!(stats.aborts.iter().sum::<u32>(), 1);
+    assert_eq!(stats.aborts[second], 1, "the first transaction of the second range");
+    assert_eq!(stats.conflicts.len(), 1);
+    let conflict = &stats.conflicts[0];
+    assert_eq!(conflict.tx, second);
+    assert!(conflict.writer.is_some_and(|w| w < second), "{conflict:?}");
+    assert!(stats.executions[..second].iter().all(|e| *e == 1));
+}
+
+#[test]
+fn a_later_range_stops_where_it_reads_the_beneficiary() {
+    // Independent token moves, but one late transaction pays the beneficiary, so it reads
+    // the balance that every fee before it decides.
+    let mut workload = WorkloadKind::Erc20Transfers.generate(40 * 50_400);
+    let payer = 30;
+    let tx = &mut workload.block.transactions[payer];
+    tx.kind = lockstep_executor::revm::primitives::TxKind::Call(workload.block.beneficiary);
+    tx.data = Default::default();
+    tx.value = alloy_primitives::U256::from(1);
+    let stats = assert_identical(&workload, &ParallelConfig::always_ranges(2)).stats;
+    assert!(stats.ranges);
+    assert_eq!(stats.executions[payer], 2, "tried in its range, then in order");
+    assert!(stats.executions[payer + 1..].iter().all(|e| *e == 1), "not tried after it");
+    assert_eq!(stats.aborts.iter().sum::<u32>(), 0, "a stop is not a conflict");
+    for threads in [3, 8] {
+        assert_identical(&workload, &ParallelConfig::always_ranges(threads));
     }
 }

@@ -1,5 +1,5 @@
 //! Property: random conflict-heavy blocks give parallel == sequential at 1, 2, 3 and 8
-//! threads, with and without chaos.
+//! threads, with and without chaos, on Block-STM and as speculative ranges.
 
 mod common;
 
@@ -53,12 +53,16 @@ proptest! {
     ) {
         let workload = build(&specs, spec);
         let (sequential, sequential_root) = run(&workload.alloc, &workload.block);
-        for threads in [1, 2, 3, 8] {
-            let config = ParallelConfig { chaos, ..ParallelConfig::always_parallel(threads) };
+        let configs = [1, 2, 3, 8].into_iter().flat_map(|threads| {
+            [ParallelConfig::always_parallel(threads), ParallelConfig::always_ranges(threads)]
+                .map(|config| ParallelConfig { chaos, ..config })
+        });
+        for config in configs {
+            let (threads, ranges) = (config.threads, config.min_range_txs == 0);
             let mut store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
             let parallel = parallel::execute(&store, &workload.block, &config).unwrap();
             if let Some(divergence) = sequential.first_difference(&parallel) {
-                prop_assert!(false, "{threads} threads, chaos {chaos:?}: {divergence}");
+                prop_assert!(false, "{threads} threads, ranges {ranges}, chaos {chaos:?}: {divergence}");
             }
             // Each abort names the read that went stale, and that read can only have
             // found a lower transaction's write.
@@ -70,6 +74,7 @@ proptest! {
                 prop_assert!(conflict.writer.is_none_or(|w| w < conflict.tx), "{conflict:?}");
             }
             prop_assert!(stats.conflicts.is_sorted_by_key(|c| c.tx));
+            prop_assert_eq!(stats.ranges, ranges && stats.fallback.is_none());
             store.commit(&parallel.diff).unwrap();
             prop_assert_eq!(state_root(&store).unwrap(), sequential_root);
         }

@@ -88,8 +88,10 @@ pub struct PerfRow {
     /// Gas per second of the parallel path.
     pub gas_per_s: f64,
     pub re_executions: u64,
-    /// Why the parallel path ran the block sequentially (`None`: it ran Block-STM).
+    /// Why the parallel path ran the block sequentially (`None`: it ran in parallel).
     pub fallback: Option<Fallback>,
+    /// The parallel path ran the block as speculative ranges rather than Block-STM.
+    pub ranges: bool,
     pub peak_rss_mb: f64,
     /// The plain revm `transact_commit` loop on the same block and store (median).
     pub revm_baseline_ms: f64,
@@ -326,9 +328,10 @@ pub fn measure<S: Storage>(
             });
         }
         // Only its figures: a whole outcome kept alive would take memory the next runs reuse.
-        last = Some((parallel.gas_used, parallel.stats.re_executions(), parallel.stats.fallback));
+        let stats = &parallel.stats;
+        last = Some((parallel.gas_used, stats.re_executions(), stats.fallback, stats.ranges));
     }
-    let (gas_used, re_executions, fallback) = last.expect("at least one run");
+    let (gas_used, re_executions, fallback, ranges) = last.expect("at least one run");
     let peak_rss_mb = peak_rss_mb();
     let copies = Copies::new(config.threads.get());
     let ceiling = copies.ceiling(runs, 1, || sequential::execute(store, &workload.block));
@@ -345,6 +348,7 @@ pub fn measure<S: Storage>(
         gas_per_s: gas_used as f64 / (parallel_ms / 1e3),
         re_executions,
         fallback,
+        ranges,
         peak_rss_mb,
         revm_baseline_ms: ms(median(base_times)),
         ceiling,
@@ -380,9 +384,11 @@ pub fn measure_all(
     Ok(rows)
 }
 
-/// How the parallel path ran a block, for tables: Block-STM, or the sequential path and why.
-pub fn path_name(fallback: Option<Fallback>) -> String {
+/// How the parallel path ran a block, for tables: Block-STM, speculative ranges, or the
+/// sequential path and why.
+pub fn path_name(fallback: Option<Fallback>, ranges: bool) -> String {
     match fallback {
+        None if ranges => "ranges".into(),
         None => "block-stm".into(),
         Some(why) => format!("sequential: {why}"),
     }
@@ -421,7 +427,7 @@ pub fn table(rows: &[PerfRow]) -> String {
             r.re_executions,
             r.peak_rss_mb,
             format!("{:.1}", r.revm_baseline_ms),
-            path_name(r.fallback),
+            path_name(r.fallback, r.ranges),
         );
     }
     out

@@ -69,3 +69,21 @@ fn a_failing_copy_fails_the_ceiling() {
     let failed = bench::Copies::new(2).ceiling(3, 1, || Err::<(), _>("store gone"));
     assert_eq!(failed, Err("store gone"));
 }
+
+#[test]
+fn ranges_rows_run_on_both_stores_and_say_so() {
+    // Each range reads through its own reader: on MDBX, its own read transaction.
+    let workload = WorkloadKind::AmmSwaps.generate(64 * WorkloadKind::AmmSwaps.gas_per_tx());
+    let stores = [StorageKind::Memory, StorageKind::Mdbx];
+    for threads in [2, 3] {
+        let rows =
+            bench::measure_all(&workload, &stores, &ParallelConfig::always_ranges(threads), 1)
+                .unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in &rows {
+            assert!(row.ranges && row.fallback.is_none(), "{row:?}");
+            assert_eq!(row.re_executions, 0, "independent swaps");
+            assert_eq!(bench::path_name(row.fallback, row.ranges), "ranges");
+        }
+    }
+}

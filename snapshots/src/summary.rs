@@ -128,7 +128,7 @@ impl Report {
                 b.speedup,
                 b.ceiling,
                 b.re_executions,
-                path_name(b.fallback),
+                path_name(b.fallback, false),
             );
         }
         for (storage, s) in &self.summary {

@@ -40,4 +40,9 @@ impl Chaos {
     pub(crate) fn extra_validation(&mut self, txs: usize) -> Option<usize> {
         (txs > 0 && self.next().is_multiple_of(8)).then(|| (self.next() % txs as u64) as usize)
     }
+
+    /// A number below `n` (zero when `n` is zero).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+    }
 }

@@ -12,6 +12,7 @@ mod merge;
 mod mv_memory;
 mod padded;
 mod pool;
+mod ranges;
 mod scheduler;
 mod tail;
 mod vm;
@@ -23,6 +24,7 @@ use crate::{
     error::ExecutionError,
     outcome::{BlockOutcome, Conflict, Fallback},
     sequential,
+    sorted_map::SortedMap,
     state::StateDiff,
     storage::{Layered, StateReader, Storage},
 };
@@ -49,6 +51,10 @@ pub struct ParallelConfig {
     pub chaos: Option<u64>,
     /// Blocks with fewer transactions run sequentially.
     pub min_txs: usize,
+    /// Blocks with at least this many transactions run as speculative ranges, one per
+    /// thread, instead of Block-STM (see `ranges.rs`): their transactions are too many and
+    /// too cheap for bookkeeping per transaction.
+    pub min_range_txs: usize,
     /// Blocks whose contract work (the gas limits of transactions with calldata or init code)
     /// sums to less run sequentially: plain transfers are too cheap to gain from threads.
     pub min_gas: u64,
@@ -74,6 +80,7 @@ impl Default for ParallelConfig {
             threads: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
             chaos: None,
             min_txs: 16,
+            min_range_txs: 2048,
             min_gas: 3_000_000,
             min_gas_per_tx: 20_000,
             max_sender_share: 0.5,
@@ -92,11 +99,17 @@ impl ParallelConfig {
     pub fn always_parallel(threads: usize) -> Self {
         Self {
             min_txs: 0,
+            min_range_txs: usize::MAX,
             min_gas: 0,
             min_gas_per_tx: 0,
             adaptive: false,
             ..Self::with_threads(threads)
         }
+    }
+
+    /// Every block as speculative ranges, however small: for tests.
+    pub fn always_ranges(threads: usize) -> Self {
+        Self { min_range_txs: 0, ..Self::always_parallel(threads) }
     }
 }
 
@@ -111,6 +124,9 @@ pub fn execute<S: Storage + ?Sized>(
     let transfer_heavy = contract_gas / (txs.max(1) as u64) < config.min_gas_per_tx;
     if txs < config.min_txs.max(2) {
         return fall_back(storage, block, Fallback::FewTransactions);
+    }
+    if txs >= config.min_range_txs {
+        return execute_ranges(storage, block, config);
     }
     if contract_gas < config.min_gas || transfer_heavy {
         return fall_back(storage, block, Fallback::LittleContractGas);
@@ -134,18 +150,46 @@ pub fn execute<S: Storage + ?Sized>(
         return fall_back(storage, block, Fallback::DependencyChain);
     };
 
-    let post_block = StateDiff::default();
     let (accounts, codes) = (finished.accounts, finished.codes);
     let mut diff = StateDiff { accounts, codes, ..StateDiff::default() };
     let txs = finished.txs;
     // The transactions' codes were gathered with their outcomes: only the block's own parts.
-    sequential::add_codes_and_hashes(&mut diff, &[&pre_block, &post_block]);
+    sequential::add_codes_and_hashes(&mut diff, &[&pre_block]);
     let mut stats = finished.stats;
     stats.conflicts = run.conflicts.into_inner().expect("conflicts lock poisoned");
     // Stable: one transaction's aborts stay in the order they happened.
     stats.conflicts.sort_by_key(|c| c.tx);
-    let mut outcome = sequential::assemble(pre_block, txs, post_block, diff, stats);
+    let outcome = sequential::assemble(pre_block, txs, StateDiff::default(), diff, stats);
+    with_post_block(storage, block, outcome)
+}
+
+/// `block` as speculative ranges (see `ranges.rs`).
+fn execute_ranges<S: Storage + ?Sized>(
+    storage: &S,
+    block: &Block,
+    config: &ParallelConfig,
+) -> Result<BlockOutcome, ExecutionError> {
+    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
+    let ranges = ranges::execute(block, config, &pre_block, || storage.reader())?;
+    // The ranges read the pre-block calls' changes beneath their own.
+    let accounts =
+        SortedMap::from_sorted(ranges::join(pre_block.accounts.clone(), ranges.accounts));
+    let mut diff = StateDiff { accounts, ..StateDiff::default() };
+    let none = StateDiff::default();
+    sequential::add_codes_and_hashes(&mut diff, &sequential::parts(&pre_block, &ranges.txs, &none));
+    let outcome = sequential::assemble(pre_block, ranges.txs, none, diff, ranges.stats);
+    with_post_block(storage, block, outcome)
+}
+
+/// Adds the block-level effects after the transactions (rewards, withdrawals) to `outcome`.
+fn with_post_block<S: Storage + ?Sized>(
+    storage: &S,
+    block: &Block,
+    mut outcome: BlockOutcome,
+) -> Result<BlockOutcome, ExecutionError> {
     if effects::has_post_block(block) {
+        let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
         // The block-level effects see the state after every transaction: the merged diff,
         // read where it lies rather than copied into a new state.
         let after_txs = Layered { reader: storage.reader()?, diff: &outcome.diff };

@@ -228,7 +228,7 @@ impl<R: StateReader> Database for TxView<'_, R> {
 
 /// revm's mainnet handler with the beneficiary's fee left out, so that paying it does not
 /// make every transaction read the beneficiary: the fee becomes a lazy credit instead.
-struct DeferredFee<EVM>(PhantomData<EVM>);
+pub(crate) struct DeferredFee<EVM>(pub(crate) PhantomData<EVM>);
 
 impl<EVM> Handler for DeferredFee<EVM>
 where
@@ -391,7 +391,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
 }
 
 /// The fee revm's `reward_beneficiary` would have paid.
-fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 {
+pub(crate) fn beneficiary_fee(tx: &TxEnv, block: &Block, result: &ExecutionResult) -> U256 {
     let base_fee = u128::from(block.base_fee);
     let price = tx.effective_gas_price(base_fee);
     let price = if block.spec.is_enabled_in(SpecId::LONDON) {

@@ -1,0 +1,585 @@
+//! Speculative ranges, for blocks of many transactions: each worker executes a contiguous
+//! range of the block in order, on a cached state of its own over the state before the block
+//! (the sequential path's), and records every location it loaded from that state. The ranges
+//! are then checked in block order: a range stands as long as what it loaded is what the
+//! ranges before it left there. From the first transaction that loaded a value an earlier
+//! range changed, the rest of the block runs in order on the calling thread, after the
+//! transactions that stood.
+//!
+//! This is Block-STM's optimistic execution and validation with a range, not a transaction,
+//! as the unit. On blocks of many cheap transactions Block-STM's bookkeeping per transaction
+//! (a versioned read for every access, a record of every write, a validation, an outcome
+//! merged at the end) cost about as much as executing them; here a location costs one
+//! recorded load per range, and a range's changes are merged as the sequential path merges
+//! them.
+//!
+//! Every transaction pays the beneficiary, so the later ranges defer its fee (as Block-STM's
+//! workers do) and the fees are resolved in block order at the end. A transaction of a later
+//! range that reads the beneficiary itself ends its range's speculation there.
+
+use super::{
+    ParallelConfig,
+    chaos::Chaos,
+    pool,
+    vm::{Base, DeferredFee, beneficiary_fee},
+};
+use crate::{
+    block::Block,
+    block_state::{BlockState, recycle},
+    error::ExecutionError,
+    outcome::{Conflict, ExecutionStats, StateKey, TxOutcome},
+    sequential,
+    sorted_map::SortedMap,
+    state::{self, Account, AccountDiff, StateDiff},
+    storage::{StateReader, StorageError},
+};
+use alloy_primitives::{Address, B256, U256, map::HashMap};
+use revm::{
+    Context, Database, ExecuteEvm, MainBuilder, MainContext,
+    bytecode::Bytecode,
+    context::{
+        ContextSetters,
+        result::{EVMError, ExecutionResult, InvalidTransaction},
+    },
+    handler::Handler,
+    state::AccountInfo,
+};
+use std::{cell::RefCell, marker::PhantomData, ops::Range, sync::OnceLock};
+
+/// What a block's ranges produced, once checked and completed: its transactions' outcomes,
+/// the merged account changes and the counters.
+pub(crate) struct Ranges {
+    pub(crate) txs: Vec<TxOutcome>,
+    pub(crate) accounts: SortedMap<Address, AccountDiff>,
+    pub(crate) stats: ExecutionStats,
+}
+
+/// Executes `block`'s transactions as speculative ranges, one per thread, on the state
+/// `base` gives (the store and the pre-block system calls): `reader` opens a reader for each
+/// thread.
+pub(crate) fn execute<R: StateReader>(
+    block: &Block,
+    config: &ParallelConfig,
+    pre_block: &StateDiff,
+    reader: impl Fn() -> Result<R, StorageError> + Sync,
+) -> Result<Ranges, ExecutionError> {
+    let txs = block.transactions.len();
+    let bounds = bounds(block, config.threads.get(), config.chaos);
+    let later: Vec<OnceLock<Result<Speculation, ExecutionError>>> =
+        (2..bounds.len()).map(|_| OnceLock::new()).collect();
+    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let mut first = None;
+    let probe = Probe::new();
+    pool::run(
+        bounds.len() - 2,
+        |worker| {
+            let range = bounds[worker]..bounds[worker + 1];
+            let chaos = config.chaos.map(|seed| Chaos::new(seed, worker));
+            let speculated = reader().map_err(ExecutionError::from).and_then(|reader| {
+                speculate(
+                    block,
+                    BlockState::with_capacity(
+                        Recording {
+                            reader: Base { reader, diff: pre_block },
+                            loads: RefCell::default(),
+                        },
+                        parent,
+                        range.len(),
+                    ),
+                    range,
+                    &probe,
+                    chaos,
+                )
+            });
+            let _ = later[worker - 1].set(speculated);
+        },
+        || {
+            first = Some(reader().map_err(ExecutionError::from).and_then(|reader| {
+                let base = Base { reader, diff: pre_block };
+                let mut state = BlockState::with_capacity(base, parent, txs);
+                let mut outcomes = Vec::with_capacity(txs);
+                if let Some(mut chaos) = config.chaos.map(|seed| Chaos::new(seed, 0)) {
+                    chaos.delay();
+                }
+                let probed = PROBE_TXS.min(bounds[1]);
+                let done = sequential::execute_txs(&mut state, block, 0..probed, 0, &mut outcomes);
+                // Published even on an error, so that no later range waits for it.
+                let _ = probe.set(probe_of(&outcomes));
+                done?;
+                let gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
+                sequential::execute_txs(&mut state, block, probed..bounds[1], gas, &mut outcomes)?;
+                // Needed only when every range stands, which is the common case: built here,
+                // while the other ranges still run.
+                let changes = state.changes();
+                Ok((state, outcomes, changes))
+            }));
+        },
+    );
+    let (mut state, mut outcomes, first_changes) = first.expect("the calling thread ran")?;
+    let later: Vec<Speculation> = (later.into_iter())
+        .map(|s| s.into_inner().expect("every helper ran"))
+        .collect::<Result<_, _>>()?;
+
+    let mut stats = ExecutionStats { ranges: true, ..ExecutionStats::sequential(txs) };
+    stats.sequential = false;
+    let mut beneficiary = Beneficiary::new(block, &mut state, &outcomes)?;
+    let mut accepted: Vec<&SortedMap<Address, AccountDiff>> = Vec::new();
+    let mut stale = None;
+    for speculation in &later {
+        for tx in speculation.range.start..speculation.executed_to() {
+            stats.validations[tx] = 1;
+        }
+        let check = speculation.first_stale(&state, &accepted)?;
+        if let Some((tx, key)) = check {
+            stale = Some((speculation, tx, key));
+            break;
+        }
+        accepted.push(&speculation.changes);
+        beneficiary.resolve(block, speculation.outputs.iter(), &mut outcomes);
+    }
+    let Some((speculation, stale_tx, key)) = stale else {
+        let accounts = merge(first_changes, later.into_iter().map(|s| s.changes), beneficiary);
+        return Ok(Ranges { txs: outcomes, accounts, stats });
+    };
+    // The transactions of the stale range before it stand: bring the state up to them.
+    for standing in &later {
+        if std::ptr::eq(standing, speculation) {
+            break;
+        }
+        apply(&mut state, &outcomes[standing.range.clone()]);
+    }
+    let standing = &speculation.outputs[..stale_tx - speculation.range.start];
+    let from = outcomes.len();
+    beneficiary.resolve(block, standing.iter(), &mut outcomes);
+    apply(&mut state, &outcomes[from..]);
+    // Executions in vain: what the ranges ran from the stale point on.
+    for wasted in later.iter().filter(|s| s.range.start >= speculation.range.start) {
+        for tx in wasted.range.start.max(stale_tx)..wasted.executed_to() {
+            stats.executions[tx] += 1;
+        }
+    }
+    if let Some(key) = key {
+        stats.aborts[stale_tx] = 1;
+        let writer = last_writer(&outcomes, &key);
+        stats.conflicts.push(Conflict { tx: stale_tx, key, writer });
+    }
+    let gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
+    sequential::execute_txs(&mut state, block, stale_tx..txs, gas, &mut outcomes)?;
+    Ok(Ranges { txs: outcomes, accounts: state.changes(), stats })
+}
+
+/// Where the ranges start, and the block's end: as many ranges as `workers`, of about equal
+/// gas limits (at random places under chaos).
+fn bounds(block: &Block, workers: usize, chaos: Option<u64>) -> Vec<usize> {
+    let txs = block.transactions.len();
+    let mut bounds = vec![0];
+    if let Some(seed) = chaos {
+        let mut chaos = Chaos::new(seed, usize::MAX);
+        let mut cuts: Vec<usize> = (1..workers).map(|_| chaos.below(txs + 1)).collect();
+        cuts.sort_unstable();
+        bounds.extend(cuts);
+    } else {
+        let total: u128 = block.transactions.iter().map(|tx| u128::from(tx.gas_limit)).sum();
+        let mut sum = 0u128;
+        for (index, tx) in block.transactions.iter().enumerate() {
+            while bounds.len() < workers && sum * workers as u128 >= total * bounds.len() as u128 {
+                bounds.push(index);
+            }
+            sum += u128::from(tx.gas_limit);
+        }
+        bounds.resize(workers, txs);
+    }
+    bounds.push(txs);
+    bounds
+}
+
+/// Transactions at the start of each range that judge whether the later ranges are worth
+/// running: in a block where every transaction depends on the one before (a counter, one
+/// sender), a later range's first transaction loads what the first range's first wrote.
+const PROBE_TXS: usize = 32;
+
+/// What the first range's first [`PROBE_TXS`] transactions wrote, for the later ranges to
+/// see early whether they are likely to stand.
+type Probe = OnceLock<HashMap<Load, Value>>;
+
+/// A value a transaction left at a location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Value {
+    Account(Option<Account>),
+    Slot(U256),
+}
+
+/// The probe's content: the last value each of `outcomes` wrote, by location.
+fn probe_of(outcomes: &[TxOutcome]) -> HashMap<Load, Value> {
+    let mut written = HashMap::default();
+    for outcome in outcomes {
+        for (address, change) in &outcome.changes.accounts {
+            written.insert(Load::Account(*address), Value::Account(change.account));
+            for (slot, value) in &change.storage {
+                written.insert(Load::Slot(*address, *slot), Value::Slot(*value));
+            }
+        }
+    }
+    written
+}
+
+/// A location a range loaded from the state before the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Load {
+    Account(Address),
+    Slot(Address, U256),
+}
+
+/// A reader that records the accounts and slots it is asked for. The cached state above it
+/// asks once per location, so this is the range's read set at one entry per location.
+#[derive(Debug)]
+struct Recording<R> {
+    reader: R,
+    loads: RefCell<Vec<Load>>,
+}
+
+impl<R: StateReader> StateReader for Recording<R> {
+    fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
+        self.loads.borrow_mut().push(Load::Account(address));
+        self.reader.account(address)
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Option<Bytecode>, StorageError> {
+        // Code never changes under its hash.
+        self.reader.code(code_hash)
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        self.loads.borrow_mut().push(Load::Slot(address, slot));
+        self.reader.storage(address, slot)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {
+        self.reader.block_hash(number)
+    }
+}
+
+/// Why a later range's transaction could not execute.
+#[derive(Debug, thiserror::Error)]
+enum RangeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("reads the beneficiary, whose earlier fees are not resolved yet")]
+    Beneficiary,
+}
+
+impl revm::database_interface::DBErrorMarker for RangeError {}
+
+/// A later range's state as revm's database: everything but the beneficiary.
+struct RangeDb<'s, R> {
+    state: &'s mut BlockState<Recording<R>>,
+    beneficiary: Address,
+}
+
+impl<R: StateReader> Database for RangeDb<'_, R> {
+    type Error = RangeError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, RangeError> {
+        if address == self.beneficiary {
+            return Err(RangeError::Beneficiary);
+        }
+        Ok(self.state.basic(address)?)
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, RangeError> {
+        Ok(self.state.code_by_hash(code_hash)?)
+    }
+
+    fn storage(&mut self, address: Address, slot: U256) -> Result<U256, RangeError> {
+        Ok(self.state.storage(address, slot)?)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, RangeError> {
+        Ok(self.state.block_hash(number)?)
+    }
+}
+
+/// A later range's transaction as executed with its fee deferred.
+#[derive(Debug)]
+struct Output {
+    result: Result<ExecutionResult, InvalidTransaction>,
+    changes: StateDiff,
+    fee: U256,
+}
+
+/// What a later range did on its own.
+#[derive(Debug)]
+struct Speculation {
+    range: Range<usize>,
+    /// One per transaction executed, from the range's start.
+    outputs: Vec<Output>,
+    /// What it loaded, in order; where each executed transaction's loads start.
+    loads: Vec<Load>,
+    starts: Vec<usize>,
+    /// Where the speculation stopped short of the range's end: the first transaction without
+    /// an output (one that read the beneficiary, or the next after a failed probe).
+    stopped: Option<usize>,
+    /// Transactions executed, one stopped on the beneficiary included.
+    attempted: usize,
+    /// The range's own changes, merged.
+    changes: SortedMap<Address, AccountDiff>,
+}
+
+impl Speculation {
+    /// The end of what it executed, a transaction stopped on the beneficiary included.
+    fn executed_to(&self) -> usize {
+        self.range.start + self.attempted
+    }
+
+    /// The first transaction that loaded a value the earlier ranges changed (and that value's
+    /// key), or the one that stopped the range (without a key); `None` if the range stands.
+    /// `first`: the first range's state; `accepted`: the changes of the ranges after it.
+    fn first_stale<R: StateReader>(
+        &self,
+        first: &BlockState<Base<'_, R>>,
+        accepted: &[&SortedMap<Address, AccountDiff>],
+    ) -> Result<Option<(usize, Option<StateKey>)>, ExecutionError> {
+        let base = first.reader();
+        for (at, load) in self.loads.iter().enumerate() {
+            let changed = match *load {
+                Load::Account(address) => {
+                    let later = accepted.iter().rev().find_map(|c| c.get(&address));
+                    match later
+                        .map(|change| change.account)
+                        .or_else(|| first.written_account(&address))
+                    {
+                        Some(now) => now != base.account(address)?,
+                        None => false,
+                    }
+                }
+                Load::Slot(address, slot) => {
+                    let later = accepted.iter().rev().find_map(|c| {
+                        let change = c.get(&address)?;
+                        let value = change.storage.get(&slot).copied();
+                        value.or(change.storage_cleared.then_some(U256::ZERO))
+                    });
+                    match later.or_else(|| first.written_slot(&address, &slot)) {
+                        Some(now) => now != base.storage(address, slot)?,
+                        None => false,
+                    }
+                }
+            };
+            if changed {
+                let tx = self.range.start + self.starts.partition_point(|start| *start <= at) - 1;
+                let key = match *load {
+                    Load::Account(address) => StateKey::Account(address),
+                    Load::Slot(address, slot) => StateKey::Storage(address, slot),
+                };
+                return Ok(Some((tx, Some(key))));
+            }
+        }
+        Ok(self.stopped.map(|tx| (tx, None)))
+    }
+}
+
+/// Executes `range` in order on `state` with the beneficiary's fees deferred, until the range
+/// ends or a transaction reads the beneficiary.
+fn speculate<R: StateReader>(
+    block: &Block,
+    mut state: BlockState<Recording<R>>,
+    range: Range<usize>,
+    probe: &Probe,
+    mut chaos: Option<Chaos>,
+) -> Result<Speculation, ExecutionError> {
+    let mut outputs = Vec::with_capacity(range.len());
+    let mut starts = Vec::with_capacity(range.len());
+    let mut stopped = None;
+    let db = RangeDb { state: &mut state, beneficiary: block.beneficiary };
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_block(block.block_env())
+        .with_cfg(block.cfg_env())
+        .build_mainnet();
+    let mut probed = false;
+    for index in range.clone() {
+        if let Some(chaos) = &mut chaos {
+            chaos.delay();
+        }
+        let db = &evm.ctx.journaled_state.database;
+        if !probed
+            && starts.len() >= PROBE_TXS.min(range.len())
+            && let Some(written) = probe.get()
+        {
+            probed = true;
+            if unlikely_to_stand(db.state.reader(), written)? {
+                stopped = Some(index);
+                break;
+            }
+        }
+        starts.push(db.state.reader().loads.borrow().len());
+        let tx = &block.transactions[index];
+        evm.ctx.set_tx(tx.clone());
+        let outcome = DeferredFee(PhantomData).run(&mut evm);
+        let evm_state = evm.finalize();
+        let output = match outcome {
+            Ok(result) => {
+                let journal = &mut evm.ctx.journaled_state;
+                let changes = journal.database.state.commit_evm_state(&evm_state, block.spec);
+                recycle(&mut journal.inner, evm_state);
+                let fee = beneficiary_fee(tx, block, &result);
+                Output { result: Ok(result), changes, fee }
+            }
+            Err(EVMError::Transaction(invalid)) => {
+                Output { result: Err(invalid), changes: StateDiff::default(), fee: U256::ZERO }
+            }
+            Err(EVMError::Database(RangeError::Beneficiary)) => {
+                stopped = Some(index);
+                break;
+            }
+            Err(EVMError::Database(RangeError::Storage(e))) => return Err(e.into()),
+            Err(e) => {
+                return Err(ExecutionError::Evm {
+                    context: format!("tx {index}"),
+                    message: e.to_string(),
+                });
+            }
+        };
+        outputs.push(output);
+    }
+    drop(evm);
+    let attempted = outputs.len() + usize::from(starts.len() > outputs.len());
+    let changes = state.changes();
+    let loads = state.reader().loads.take();
+    Ok(Speculation { range, outputs, loads, starts, stopped, attempted, changes })
+}
+
+/// Whether a range's loads so far include a value the first range's probe shows changed:
+/// then everything the range executes from there on is thrown away, and it stops.
+fn unlikely_to_stand<R: StateReader>(
+    recording: &Recording<R>,
+    written: &HashMap<Load, Value>,
+) -> Result<bool, ExecutionError> {
+    for load in recording.loads.borrow().iter() {
+        let changed = match (load, written.get(load)) {
+            (Load::Account(address), Some(Value::Account(now))) => {
+                *now != recording.reader.account(*address)?
+            }
+            (Load::Slot(address, slot), Some(Value::Slot(now))) => {
+                *now != recording.reader.storage(*address, *slot)?
+            }
+            _ => false,
+        };
+        if changed {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The beneficiary as the transactions resolved so far leave it.
+#[derive(Clone, Copy)]
+struct Beneficiary {
+    address: Address,
+    account: Option<Account>,
+    /// Whether a transaction changed it: then the block's diff holds it.
+    changed: bool,
+}
+
+impl Beneficiary {
+    /// As the first range leaves it.
+    fn new<R: StateReader>(
+        block: &Block,
+        state: &mut BlockState<R>,
+        first: &[TxOutcome],
+    ) -> Result<Self, ExecutionError> {
+        let address = block.beneficiary;
+        let changed = first.iter().any(|o| o.changes.accounts.contains_key(&address));
+        Ok(Self { address, account: state.account(address)?, changed })
+    }
+
+    /// Pays the fees of `outputs` in order and appends their outcomes.
+    fn resolve<'a>(
+        &mut self,
+        block: &Block,
+        outputs: impl Iterator<Item = &'a Output>,
+        outcomes: &mut Vec<TxOutcome>,
+    ) {
+        let mut gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
+        for output in outputs {
+            let tx_type = block.transactions[outcomes.len()].tx_type;
+            let Ok(result) = &output.result else {
+                let invalid = output.result.clone().expect_err("not a result");
+                outcomes.push(TxOutcome::invalid(invalid, tx_type, gas));
+                continue;
+            };
+            let mut changes = output.changes.clone();
+            let after = state::credited(self.account, output.fee, block.spec);
+            if after != self.account {
+                let change = AccountDiff { account: after, ..AccountDiff::default() };
+                changes.accounts.insert(self.address, change);
+                self.account = after;
+                self.changed = true;
+            }
+            gas += result.tx_gas_used();
+            outcomes.push(sequential::executed(tx_type, result.clone(), gas, changes));
+        }
+    }
+}
+
+/// Applies transactions' changes to `state`, in order.
+fn apply<R: StateReader>(state: &mut BlockState<R>, outcomes: &[TxOutcome]) {
+    for outcome in outcomes {
+        state.apply(&outcome.changes);
+    }
+}
+
+/// The last transaction whose changes hold `key`.
+fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
+    outcomes.iter().rposition(|outcome| {
+        let accounts = &outcome.changes.accounts;
+        match key {
+            StateKey::Account(address) | StateKey::Wipe(address) => accounts.contains_key(address),
+            StateKey::Storage(address, slot) => accounts
+                .get(address)
+                .is_some_and(|c| c.storage_cleared || c.storage.contains_key(slot)),
+        }
+    })
+}
+
+/// The block's account changes from every range's, in block order (a later range's change
+/// of an account goes on top of an earlier one's), with the beneficiary as the fees leave it.
+fn merge(
+    first: SortedMap<Address, AccountDiff>,
+    later: impl Iterator<Item = SortedMap<Address, AccountDiff>>,
+    beneficiary: Beneficiary,
+) -> SortedMap<Address, AccountDiff> {
+    let mut merged = first;
+    for range in later {
+        merged = SortedMap::from_sorted(join(merged, range));
+    }
+    if beneficiary.changed {
+        match merged.get_mut(&beneficiary.address) {
+            Some(change) => change.account = beneficiary.account,
+            None => {
+                let change = AccountDiff { account: beneficiary.account, ..AccountDiff::default() };
+                merged.insert(beneficiary.address, change);
+            }
+        }
+    }
+    merged
+}
+
+/// Two sorted change lists as one, `later` on top of `earlier` where both hold an account.
+pub(crate) fn join(
+    earlier: SortedMap<Address, AccountDiff>,
+    later: SortedMap<Address, AccountDiff>,
+) -> Vec<(Address, AccountDiff)> {
+    let mut joined = Vec::with_capacity(earlier.len() + later.len());
+    let mut later = later.into_iter().peekable();
+    for (address, mut change) in earlier {
+        while let Some(next) = later.next_if(|(a, _)| *a < address) {
+            joined.push(next);
+        }
+        if let Some((_, on_top)) = later.next_if(|(a, _)| *a == address) {
+            change.merge(&on_top);
+        }
+        joined.push((address, change));
+    }
+    joined.extend(later);
+    joined
+}
