@@ -44,7 +44,15 @@ use revm::{
     handler::Handler,
     state::AccountInfo,
 };
-use std::{cell::RefCell, marker::PhantomData, ops::Range, sync::OnceLock};
+use std::{
+    cell::RefCell,
+    marker::PhantomData,
+    ops::Range,
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 /// What a block's ranges produced, once checked and completed: its transactions' outcomes,
 /// the merged account changes and the counters.
@@ -69,7 +77,7 @@ pub(crate) fn execute<R: StateReader>(
         (2..bounds.len()).map(|_| OnceLock::new()).collect();
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
     let mut first = None;
-    let probe = Probe::new();
+    let probe = Probe::default();
     pool::run(
         bounds.len() - 2,
         |worker| {
@@ -104,13 +112,13 @@ pub(crate) fn execute<R: StateReader>(
                 let probed = PROBE_TXS.min(bounds[1]);
                 let done = sequential::execute_txs(&mut state, block, 0..probed, 0, &mut outcomes);
                 // Published even on an error, so that no later range waits for it.
-                let _ = probe.set(probe_of(&outcomes));
+                let _ = probe.written.set(probe_of(&outcomes));
                 done?;
                 let gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
                 sequential::execute_txs(&mut state, block, probed..bounds[1], gas, &mut outcomes)?;
-                // Needed only when every range stands, which is the common case: built here,
-                // while the other ranges still run.
-                let changes = state.changes();
+                // Needed only when every range stands, the common case: built here, while
+                // the other ranges may still run, unless one gave up already.
+                let changes = (!probe.gave_up.load(Ordering::Relaxed)).then(|| state.changes());
                 Ok((state, outcomes, changes))
             }));
         },
@@ -138,6 +146,7 @@ pub(crate) fn execute<R: StateReader>(
         beneficiary.resolve(block, speculation.outputs.iter(), &mut outcomes);
     }
     let Some((speculation, stale_tx, key)) = stale else {
+        let first_changes = first_changes.unwrap_or_else(|| state.changes());
         let accounts = merge(first_changes, later.into_iter().map(|s| s.changes), beneficiary);
         return Ok(Ranges { txs: outcomes, accounts, stats });
     };
@@ -199,8 +208,12 @@ fn bounds(block: &Block, workers: usize, chaos: Option<u64>) -> Vec<usize> {
 const PROBE_TXS: usize = 32;
 
 /// What the first range's first [`PROBE_TXS`] transactions wrote, for the later ranges to
-/// see early whether they are likely to stand.
-type Probe = OnceLock<HashMap<Load, Value>>;
+/// see early whether they are likely to stand, and whether one gave up.
+#[derive(Debug, Default)]
+struct Probe {
+    written: OnceLock<HashMap<Load, Value>>,
+    gave_up: AtomicBool,
+}
 
 /// A value a transaction left at a location.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,10 +416,11 @@ fn speculate<R: StateReader>(
         let db = &evm.ctx.journaled_state.database;
         if !probed
             && starts.len() >= PROBE_TXS.min(range.len())
-            && let Some(written) = probe.get()
+            && let Some(written) = probe.written.get()
         {
             probed = true;
             if unlikely_to_stand(db.state.reader(), written)? {
+                probe.gave_up.store(true, Ordering::Relaxed);
                 stopped = Some(index);
                 break;
             }
