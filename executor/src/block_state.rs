@@ -267,7 +267,17 @@ impl<R: StateReader> BlockState<R> {
 
     /// Turns one transaction's (or system call's) journal output into its diff and applies it.
     pub fn commit_evm_state(&mut self, state: &EvmState, spec: SpecId) -> StateDiff {
-        let diff = evm_state_diff(state, spec);
+        self.commit_evm_state_with_room(state, spec, 0)
+    }
+
+    /// [`Self::commit_evm_state`], with room in the diff for `spare` more accounts.
+    pub(crate) fn commit_evm_state_with_room(
+        &mut self,
+        state: &EvmState,
+        spec: SpecId,
+        spare: usize,
+    ) -> StateDiff {
+        let diff = evm_state_changes(state, spec, spare, |_, _, _| {});
         // Keep revm's analysed code so it is not analysed again.
         for (hash, code) in deployed_codes(state, &diff) {
             self.overlay.codes.entry(hash).or_insert_with(|| code.clone());

@@ -24,7 +24,6 @@ use crate::{
     error::ExecutionError,
     outcome::{BlockOutcome, Conflict, Fallback},
     sequential,
-    sorted_map::SortedMap,
     state::StateDiff,
     storage::{Layered, StateReader, Storage},
 };
@@ -172,10 +171,7 @@ fn execute_ranges<S: Storage + ?Sized>(
     let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
     let ranges = ranges::execute(block, config, &pre_block, || storage.reader())?;
-    // The ranges read the pre-block calls' changes beneath their own.
-    let accounts =
-        SortedMap::from_sorted(ranges::join(pre_block.accounts.clone(), ranges.accounts));
-    let mut diff = StateDiff { accounts, ..StateDiff::default() };
+    let mut diff = StateDiff { accounts: ranges.accounts, ..StateDiff::default() };
     let none = StateDiff::default();
     sequential::add_codes_and_hashes(&mut diff, &sequential::parts(&pre_block, &ranges.txs, &none));
     let outcome = sequential::assemble(pre_block, ranges.txs, none, diff, ranges.stats);

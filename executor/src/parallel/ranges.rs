@@ -55,7 +55,7 @@ use std::{
 };
 
 /// What a block's ranges produced, once checked and completed: its transactions' outcomes,
-/// the merged account changes and the counters.
+/// the merged account changes (the pre-block calls' included) and the counters.
 pub(crate) struct Ranges {
     pub(crate) txs: Vec<TxOutcome>,
     pub(crate) accounts: SortedMap<Address, AccountDiff>,
@@ -131,39 +131,38 @@ pub(crate) fn execute<R: StateReader>(
     let mut stats = ExecutionStats { ranges: true, ..ExecutionStats::sequential(txs) };
     stats.sequential = false;
     let mut beneficiary = Beneficiary::new(block, &mut state, &outcomes)?;
-    let mut accepted: Vec<&SortedMap<Address, AccountDiff>> = Vec::new();
+    let mut accepted: Vec<SortedMap<Address, AccountDiff>> = Vec::new();
     let mut stale = None;
-    for speculation in &later {
+    let mut later = later.into_iter();
+    for mut speculation in later.by_ref() {
         for tx in speculation.range.start..speculation.executed_to() {
             stats.validations[tx] = 1;
         }
-        let check = speculation.first_stale(&state, &accepted)?;
-        if let Some((tx, key)) = check {
+        if let Some((tx, key)) = speculation.first_stale(&state, &accepted)? {
             stale = Some((speculation, tx, key));
             break;
         }
-        accepted.push(&speculation.changes);
-        beneficiary.resolve(block, speculation.outputs.iter(), &mut outcomes);
+        beneficiary.resolve(block, std::mem::take(&mut speculation.outputs), &mut outcomes);
+        accepted.push(speculation.changes);
     }
     let Some((speculation, stale_tx, key)) = stale else {
         let first_changes = first_changes.unwrap_or_else(|| state.changes());
-        let accounts = merge(first_changes, later.into_iter().map(|s| s.changes), beneficiary);
+        let layers = [pre_block.accounts.clone(), first_changes].into_iter().chain(accepted);
+        let accounts = merge(layers.collect(), beneficiary);
         return Ok(Ranges { txs: outcomes, accounts, stats });
     };
-    // The transactions of the stale range before it stand: bring the state up to them.
-    for standing in &later {
-        if std::ptr::eq(standing, speculation) {
-            break;
-        }
-        apply(&mut state, &outcomes[standing.range.clone()]);
-    }
-    let standing = &speculation.outputs[..stale_tx - speculation.range.start];
+    // The ranges before the stale one stand, and so do its transactions before the stale
+    // one: bring the state up to them.
+    apply(&mut state, &outcomes[bounds[1]..]);
     let from = outcomes.len();
-    beneficiary.resolve(block, standing.iter(), &mut outcomes);
+    let mut standing = speculation.outputs;
+    standing.truncate(stale_tx - speculation.range.start);
+    beneficiary.resolve(block, standing, &mut outcomes);
     apply(&mut state, &outcomes[from..]);
     // Executions in vain: what the ranges ran from the stale point on.
-    for wasted in later.iter().filter(|s| s.range.start >= speculation.range.start) {
-        for tx in wasted.range.start.max(stale_tx)..wasted.executed_to() {
+    let wasted = std::iter::once(stale_tx..speculation.range.start + speculation.attempted);
+    for range in wasted.chain(later.map(|s| s.range.start..s.executed_to())) {
+        for tx in range {
             stats.executions[tx] += 1;
         }
     }
@@ -174,7 +173,8 @@ pub(crate) fn execute<R: StateReader>(
     }
     let gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
     sequential::execute_txs(&mut state, block, stale_tx..txs, gas, &mut outcomes)?;
-    Ok(Ranges { txs: outcomes, accounts: state.changes(), stats })
+    let accounts = join(pre_block.accounts.clone(), state.changes());
+    Ok(Ranges { txs: outcomes, accounts, stats })
 }
 
 /// Where the ranges start, and the block's end: as many ranges as `workers`, of about equal
@@ -350,7 +350,7 @@ impl Speculation {
     fn first_stale<R: StateReader>(
         &self,
         first: &BlockState<Base<'_, R>>,
-        accepted: &[&SortedMap<Address, AccountDiff>],
+        accepted: &[SortedMap<Address, AccountDiff>],
     ) -> Result<Option<(usize, Option<StateKey>)>, ExecutionError> {
         let base = first.reader();
         for (at, load) in self.loads.iter().enumerate() {
@@ -433,7 +433,9 @@ fn speculate<R: StateReader>(
         let output = match outcome {
             Ok(result) => {
                 let journal = &mut evm.ctx.journaled_state;
-                let changes = journal.database.state.commit_evm_state(&evm_state, block.spec);
+                // Room for the fee's change, added when it is resolved.
+                let changes =
+                    journal.database.state.commit_evm_state_with_room(&evm_state, block.spec, 1);
                 recycle(&mut journal.inner, evm_state);
                 let fee = beneficiary_fee(tx, block, &result);
                 Output { result: Ok(result), changes, fee }
@@ -507,22 +509,19 @@ impl Beneficiary {
     }
 
     /// Pays the fees of `outputs` in order and appends their outcomes.
-    fn resolve<'a>(
-        &mut self,
-        block: &Block,
-        outputs: impl Iterator<Item = &'a Output>,
-        outcomes: &mut Vec<TxOutcome>,
-    ) {
+    fn resolve(&mut self, block: &Block, outputs: Vec<Output>, outcomes: &mut Vec<TxOutcome>) {
         let mut gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
         for output in outputs {
             let tx_type = block.transactions[outcomes.len()].tx_type;
-            let Ok(result) = &output.result else {
-                let invalid = output.result.clone().expect_err("not a result");
-                outcomes.push(TxOutcome::invalid(invalid, tx_type, gas));
-                continue;
+            let Output { result, mut changes, fee } = output;
+            let result = match result {
+                Ok(result) => result,
+                Err(invalid) => {
+                    outcomes.push(TxOutcome::invalid(invalid, tx_type, gas));
+                    continue;
+                }
             };
-            let mut changes = output.changes.clone();
-            let after = state::credited(self.account, output.fee, block.spec);
+            let after = state::credited(self.account, fee, block.spec);
             if after != self.account {
                 let change = AccountDiff { account: after, ..AccountDiff::default() };
                 changes.accounts.insert(self.address, change);
@@ -530,7 +529,7 @@ impl Beneficiary {
                 self.changed = true;
             }
             gas += result.tx_gas_used();
-            outcomes.push(sequential::executed(tx_type, result.clone(), gas, changes));
+            outcomes.push(sequential::executed(tx_type, result, gas, changes));
         }
     }
 }
@@ -555,45 +554,48 @@ fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
     })
 }
 
-/// The block's account changes from every range's, in block order (a later range's change
-/// of an account goes on top of an earlier one's), with the beneficiary as the fees leave it.
+/// The block's account changes: the pre-block calls', then every range's in block order (a
+/// later change of an account goes on top of an earlier one), with the beneficiary as the
+/// fees leave it. One pass over all of them.
 fn merge(
-    first: SortedMap<Address, AccountDiff>,
-    later: impl Iterator<Item = SortedMap<Address, AccountDiff>>,
+    layers: Vec<SortedMap<Address, AccountDiff>>,
     beneficiary: Beneficiary,
 ) -> SortedMap<Address, AccountDiff> {
-    let mut merged = first;
-    for range in later {
-        merged = SortedMap::from_sorted(join(merged, range));
-    }
-    if beneficiary.changed {
-        match merged.get_mut(&beneficiary.address) {
-            Some(change) => change.account = beneficiary.account,
-            None => {
-                let change = AccountDiff { account: beneficiary.account, ..AccountDiff::default() };
-                merged.insert(beneficiary.address, change);
+    let mut merged = Vec::with_capacity(layers.iter().map(SortedMap::len).sum());
+    let mut layers: Vec<_> = layers.into_iter().map(|l| l.into_iter().peekable()).collect();
+    loop {
+        let next = layers.iter_mut().filter_map(|l| l.peek().map(|(a, _)| *a)).min();
+        let Some(address) = next else { break };
+        let mut change: Option<AccountDiff> = None;
+        for layer in &mut layers {
+            if let Some((_, on_top)) = layer.next_if(|(a, _)| *a == address) {
+                match &mut change {
+                    Some(change) => change.merge(&on_top),
+                    None => change = Some(on_top),
+                }
             }
         }
+        let mut change = change.expect("some layer holds the address");
+        if address == beneficiary.address && beneficiary.changed {
+            change.account = beneficiary.account;
+        }
+        merged.push((address, change));
+    }
+    let mut merged = SortedMap::from_sorted(merged);
+    if beneficiary.changed && !merged.contains_key(&beneficiary.address) {
+        let change = AccountDiff { account: beneficiary.account, ..AccountDiff::default() };
+        merged.insert(beneficiary.address, change);
     }
     merged
 }
 
 /// Two sorted change lists as one, `later` on top of `earlier` where both hold an account.
-pub(crate) fn join(
+fn join(
     earlier: SortedMap<Address, AccountDiff>,
     later: SortedMap<Address, AccountDiff>,
-) -> Vec<(Address, AccountDiff)> {
-    let mut joined = Vec::with_capacity(earlier.len() + later.len());
-    let mut later = later.into_iter().peekable();
-    for (address, mut change) in earlier {
-        while let Some(next) = later.next_if(|(a, _)| *a < address) {
-            joined.push(next);
-        }
-        if let Some((_, on_top)) = later.next_if(|(a, _)| *a == address) {
-            change.merge(&on_top);
-        }
-        joined.push((address, change));
-    }
-    joined.extend(later);
-    joined
+) -> SortedMap<Address, AccountDiff> {
+    merge(
+        vec![earlier, later],
+        Beneficiary { address: Address::ZERO, account: None, changed: false },
+    )
 }
