@@ -174,7 +174,10 @@ fn run_everywhere(
     threads: &[usize],
     paths: &mut Paths,
 ) -> Result<(BlockOutcome, B256), String> {
-    let configs: Vec<_> = threads.iter().map(|&n| ParallelConfig::always_parallel(n)).collect();
+    // Block-STM at every thread count, and the block as speculative ranges at the most.
+    let ranges = threads.iter().max().map(|&n| ParallelConfig::always_ranges(n));
+    let block_stm = threads.iter().map(|&n| ParallelConfig::always_parallel(n));
+    let configs: Vec<_> = block_stm.chain(ranges).collect();
     let mut memory = None;
     if options.storage.memory() {
         memory = Some(run_on(InMemoryStorage::from_diff(pre), block, &configs, paths)?);
