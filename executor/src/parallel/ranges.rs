@@ -62,9 +62,9 @@ pub(crate) struct Ranges {
     pub(crate) stats: ExecutionStats,
 }
 
-/// Executes `block`'s transactions as speculative ranges, one per thread, on the state
-/// `base` gives (the store and the pre-block system calls): `reader` opens a reader for each
-/// thread.
+/// Executes `block`'s transactions as speculative ranges, one per thread, on the store's
+/// state with the pre-block system calls' changes on top: `reader` opens a reader of the
+/// store for each thread.
 pub(crate) fn execute<R: StateReader>(
     block: &Block,
     config: &ParallelConfig,
