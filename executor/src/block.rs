@@ -95,6 +95,11 @@ fn default_max_blobs_per_tx(spec: SpecId) -> Option<u64> {
 }
 
 impl Block {
+    /// The parent's number and hash, when the block knows the hash (for BLOCKHASH).
+    pub fn parent(&self) -> Option<(u64, B256)> {
+        self.parent_hash.map(|hash| (self.number.saturating_sub(1), hash))
+    }
+
     /// revm's block environment for this block.
     pub fn block_env(&self) -> BlockEnv {
         let mut env = BlockEnv {

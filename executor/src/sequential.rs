@@ -31,7 +31,7 @@ pub fn execute_on_reader<R: StateReader>(
     reader: R,
     block: &Block,
 ) -> Result<BlockOutcome, ExecutionError> {
-    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let parent = block.parent();
     let mut state = BlockState::with_capacity(reader, parent, block.transactions.len());
     let pre_block = effects::pre_block(block, &mut state)?;
 

@@ -133,7 +133,7 @@ pub fn execute<S: Storage + ?Sized>(
     let Some((senders, shared, calls)) = setup(block, config) else {
         return fall_back(storage, block, Fallback::OneSender);
     };
-    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let parent = block.parent();
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
     let run = Run::new(&shared, config, &pre_block, senders.previous, calls);
     pool::run(
@@ -168,7 +168,7 @@ fn execute_ranges<S: Storage + ?Sized>(
     block: &Block,
     config: &ParallelConfig,
 ) -> Result<BlockOutcome, ExecutionError> {
-    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let parent = block.parent();
     let pre_block = effects::pre_block(block, &mut BlockState::new(storage.reader()?, parent))?;
     let ranges = ranges::execute(block, config, &pre_block, || storage.reader())?;
     let mut diff = StateDiff { accounts: ranges.accounts, ..StateDiff::default() };
@@ -185,7 +185,7 @@ fn with_post_block<S: Storage + ?Sized>(
     mut outcome: BlockOutcome,
 ) -> Result<BlockOutcome, ExecutionError> {
     if effects::has_post_block(block) {
-        let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+        let parent = block.parent();
         // The block-level effects see the state after every transaction: the merged diff,
         // read where it lies rather than copied into a new state.
         let after_txs = Layered { reader: storage.reader()?, diff: &outcome.diff };

@@ -75,7 +75,7 @@ pub(crate) fn execute<R: StateReader>(
     let bounds = bounds(block, config.threads.get(), config.chaos);
     let later: Vec<OnceLock<Result<Speculation, ExecutionError>>> =
         (2..bounds.len()).map(|_| OnceLock::new()).collect();
-    let parent = block.parent_hash.map(|hash| (block.number.saturating_sub(1), hash));
+    let parent = block.parent();
     let mut first = None;
     let probe = Probe::default();
     pool::run(
