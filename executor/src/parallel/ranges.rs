@@ -148,19 +148,19 @@ pub(crate) fn execute<R: StateReader>(
     let Some((speculation, stale_tx, key)) = stale else {
         let first_changes = first_changes.unwrap_or_else(|| state.changes());
         let layers = [pre_block.accounts.clone(), first_changes].into_iter().chain(accepted);
-        let accounts = merge(layers.collect(), beneficiary);
+        let accounts = merge(layers.collect(), Some(beneficiary));
         return Ok(Ranges { txs: outcomes, accounts, stats });
     };
     // The ranges before the stale one stand, and so do its transactions before the stale
     // one: bring the state up to them.
     apply(&mut state, &outcomes[bounds[1]..]);
     let from = outcomes.len();
+    let wasted = std::iter::once(stale_tx..speculation.executed_to());
     let mut standing = speculation.outputs;
     standing.truncate(stale_tx - speculation.range.start);
     beneficiary.resolve(block, standing, &mut outcomes);
     apply(&mut state, &outcomes[from..]);
     // Executions in vain: what the ranges ran from the stale point on.
-    let wasted = std::iter::once(stale_tx..speculation.range.start + speculation.attempted);
     for range in wasted.chain(later.map(|s| s.range.start..s.executed_to())) {
         for tx in range {
             stats.executions[tx] += 1;
@@ -326,14 +326,10 @@ struct Speculation {
     range: Range<usize>,
     /// One per transaction executed, from the range's start.
     outputs: Vec<Output>,
-    /// What it loaded, in order; where each executed transaction's loads start.
+    /// What it loaded, in order; where each executed transaction's loads start (one stopped
+    /// on the beneficiary included).
     loads: Vec<Load>,
     starts: Vec<usize>,
-    /// Where the speculation stopped short of the range's end: the first transaction without
-    /// an output (one that read the beneficiary, or the next after a failed probe).
-    stopped: Option<usize>,
-    /// Transactions executed, one stopped on the beneficiary included.
-    attempted: usize,
     /// The range's own changes, merged.
     changes: SortedMap<Address, AccountDiff>,
 }
@@ -341,7 +337,14 @@ struct Speculation {
 impl Speculation {
     /// The end of what it executed, a transaction stopped on the beneficiary included.
     fn executed_to(&self) -> usize {
-        self.range.start + self.attempted
+        self.range.start + self.starts.len()
+    }
+
+    /// Where the speculation stopped short of the range's end: the first transaction without
+    /// an output (one that read the beneficiary, or the next after a failed probe).
+    fn stopped(&self) -> Option<usize> {
+        let end = self.range.start + self.outputs.len();
+        (end < self.range.end).then_some(end)
     }
 
     /// The first transaction that loaded a value the earlier ranges changed (and that value's
@@ -386,7 +389,7 @@ impl Speculation {
                 return Ok(Some((tx, Some(key))));
             }
         }
-        Ok(self.stopped.map(|tx| (tx, None)))
+        Ok(self.stopped().map(|tx| (tx, None)))
     }
 }
 
@@ -401,7 +404,6 @@ fn speculate<R: StateReader>(
 ) -> Result<Speculation, ExecutionError> {
     let mut outputs = Vec::with_capacity(range.len());
     let mut starts = Vec::with_capacity(range.len());
-    let mut stopped = None;
     let db = RangeDb { state: &mut state, beneficiary: block.beneficiary };
     let mut evm = Context::mainnet()
         .with_db(db)
@@ -421,7 +423,6 @@ fn speculate<R: StateReader>(
             probed = true;
             if unlikely_to_stand(db.state.reader(), written)? {
                 probe.gave_up.store(true, Ordering::Relaxed);
-                stopped = Some(index);
                 break;
             }
         }
@@ -443,10 +444,7 @@ fn speculate<R: StateReader>(
             Err(EVMError::Transaction(invalid)) => {
                 Output { result: Err(invalid), changes: StateDiff::default(), fee: U256::ZERO }
             }
-            Err(EVMError::Database(RangeError::Beneficiary)) => {
-                stopped = Some(index);
-                break;
-            }
+            Err(EVMError::Database(RangeError::Beneficiary)) => break,
             Err(EVMError::Database(RangeError::Storage(e))) => return Err(e.into()),
             Err(e) => {
                 return Err(ExecutionError::Evm {
@@ -458,10 +456,9 @@ fn speculate<R: StateReader>(
         outputs.push(output);
     }
     drop(evm);
-    let attempted = outputs.len() + usize::from(starts.len() > outputs.len());
     let changes = state.changes();
     let loads = state.reader().loads.take();
-    Ok(Speculation { range, outputs, loads, starts, stopped, attempted, changes })
+    Ok(Speculation { range, outputs, loads, starts, changes })
 }
 
 /// Whether a range's loads so far include a value the first range's probe shows changed:
@@ -559,8 +556,9 @@ fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
 /// fees leave it. One pass over all of them.
 fn merge(
     layers: Vec<SortedMap<Address, AccountDiff>>,
-    beneficiary: Beneficiary,
+    beneficiary: Option<Beneficiary>,
 ) -> SortedMap<Address, AccountDiff> {
+    let beneficiary = beneficiary.filter(|b| b.changed);
     let mut merged = Vec::with_capacity(layers.iter().map(SortedMap::len).sum());
     let mut layers: Vec<_> = layers.into_iter().map(|l| l.into_iter().peekable()).collect();
     loop {
@@ -576,13 +574,13 @@ fn merge(
             }
         }
         let mut change = change.expect("some layer holds the address");
-        if address == beneficiary.address && beneficiary.changed {
+        if let Some(beneficiary) = beneficiary.filter(|b| b.address == address) {
             change.account = beneficiary.account;
         }
         merged.push((address, change));
     }
     let mut merged = SortedMap::from_sorted(merged);
-    if beneficiary.changed && !merged.contains_key(&beneficiary.address) {
+    if let Some(beneficiary) = beneficiary.filter(|b| !merged.contains_key(&b.address)) {
         let change = AccountDiff { account: beneficiary.account, ..AccountDiff::default() };
         merged.insert(beneficiary.address, change);
     }
@@ -594,8 +592,5 @@ fn join(
     earlier: SortedMap<Address, AccountDiff>,
     later: SortedMap<Address, AccountDiff>,
 ) -> SortedMap<Address, AccountDiff> {
-    merge(
-        vec![earlier, later],
-        Beneficiary { address: Address::ZERO, account: None, changed: false },
-    )
+    merge(vec![earlier, later], None)
 }
