@@ -4,11 +4,11 @@
 mod common;
 
 use common::run;
-use lockstep_executor::{
-    InMemoryStorage, ParallelConfig, StateDiff, Storage, parallel,
-    revm::primitives::hardfork::SpecId, state_root,
+use lockstep_executor::revm::primitives::hardfork::SpecId;
+use lockstep_harness::{
+    case::Case,
+    random_block::{Target, TxSpec, build},
 };
-use lockstep_harness::random_block::{Target, TxSpec, build};
 use proptest::prelude::*;
 
 fn target() -> impl Strategy<Value = Target> {
@@ -47,36 +47,20 @@ proptest! {
 
     #[test]
     fn random_blocks_match_sequential(
-        specs in prop::collection::vec(tx_spec(), 1..40),
+        txs in prop::collection::vec(tx_spec(), 1..40),
         spec in spec_id(),
         chaos in prop::option::of(any::<u64>()),
     ) {
-        let workload = build(&specs, spec);
-        let (sequential, sequential_root) = run(&workload.alloc, &workload.block);
-        let configs = [1, 2, 3, 8].into_iter().flat_map(|threads| {
-            [ParallelConfig::always_parallel(threads), ParallelConfig::always_ranges(threads)]
-                .map(|config| ParallelConfig { chaos, ..config })
-        });
-        for config in configs {
-            let (threads, ranges) = (config.threads, config.min_range_txs == 0);
-            let mut store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
-            let parallel = parallel::execute(&store, &workload.block, &config).unwrap();
-            if let Some(divergence) = sequential.first_difference(&parallel) {
-                prop_assert!(false, "{threads} threads, ranges {ranges}, chaos {chaos:?}: {divergence}");
-            }
-            // Each abort names the read that went stale, and that read can only have
-            // found a lower transaction's write.
-            let stats = &parallel.stats;
-            let aborts: u32 = stats.aborts.iter().sum();
-            prop_assert_eq!(stats.conflicts.len(), aborts as usize);
-            for conflict in &stats.conflicts {
-                prop_assert!(stats.aborts[conflict.tx] > 0, "{conflict:?}");
-                prop_assert!(conflict.writer.is_none_or(|w| w < conflict.tx), "{conflict:?}");
-            }
-            prop_assert!(stats.conflicts.is_sorted_by_key(|c| c.tx));
-            prop_assert_eq!(stats.ranges, ranges && stats.fallback.is_none());
-            store.commit(&parallel.diff).unwrap();
-            prop_assert_eq!(state_root(&store).unwrap(), sequential_root);
+        let case = Case { spec, chaos, txs };
+        if let Err(divergence) = case.check() {
+            // Each failure overwrites the last, so the file ends with the shrunk case.
+            let saved = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed_case.json");
+            let _ = std::fs::write(&saved, case.to_json());
+            prop_assert!(
+                false,
+                "{divergence}\ncase saved as {} (move it into fuzz/regressions/ to keep it)",
+                saved.display()
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod asm;
 pub mod bench;
+pub mod case;
 pub mod contracts;
 pub mod fetch;
 pub mod fixtures;

@@ -46,8 +46,88 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// What CI runs: formatting, clippy with warnings denied, and the test suite.
+    /// Fuzz the parallel path against the sequential one with cargo-fuzz (`cargo install
+    /// cargo-fuzz --locked`), on random conflict-heavy blocks; or save a crash as a case of
+    /// the regression corpus (`fuzz/regressions/`) that the tests replay.
+    Fuzz {
+        #[command(subcommand)]
+        save: Option<FuzzSave>,
+        /// Stop after this many seconds (0: run until stopped or a failure).
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Worker processes (libFuzzer's `-fork`); each also uses the block's threads.
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+    },
+    /// What CI runs: formatting, clippy with warnings denied (the fuzz crate too), and the
+    /// test suite.
     Ci,
+}
+
+#[derive(Subcommand)]
+enum FuzzSave {
+    /// Write the case of a crash input as `fuzz/regressions/NAME.json` (after
+    /// `cargo fuzz tmin` has shrunk it, for the smallest case).
+    Save {
+        /// The input libFuzzer saved, e.g. fuzz/artifacts/parallel_matches_sequential/crash-...
+        artifact: PathBuf,
+        /// The fixture's name, e.g. the bug it caught.
+        name: String,
+    },
+}
+
+/// The one fuzz target: a random block through every parallel configuration.
+const FUZZ_TARGET: &str = "parallel_matches_sequential";
+
+fn fuzz(save: Option<FuzzSave>, time: u64, jobs: u32) -> Result<(), String> {
+    let fuzz = |args: &[String], envs: &[(&str, &Path)]| {
+        eprintln!("$ cargo fuzz {}", args.join(" "));
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .arg("fuzz")
+            .args(args)
+            .envs(envs.iter().copied())
+            .current_dir(root())
+            .status()
+            .map_err(|e| format!("cannot run cargo fuzz: {e}"))
+    };
+    let base = ["run", "--sanitizer", "none", FUZZ_TARGET].map(String::from);
+    match save {
+        None => {
+            let mut args = base.to_vec();
+            // Inputs of up to 48 transactions from the start (about 6 bytes each), rather
+            // than libFuzzer's slow growth from a few bytes.
+            let limits = ["-max_len=320".into(), "-len_control=0".into()];
+            args.extend(["--".into(), format!("-max_total_time={time}")]);
+            args.extend(limits);
+            if jobs > 1 {
+                args.push(format!("-fork={jobs}"));
+            }
+            let status = fuzz(&args, &[])?;
+            status.success().then_some(()).ok_or_else(|| {
+                format!(
+                    "the fuzzer stopped ({status}): a crash is in fuzz/artifacts/{FUZZ_TARGET}/ \
+                     (`cargo fuzz tmin --sanitizer none {FUZZ_TARGET} FILE` shrinks it, \
+                     `cargo xtask fuzz save FILE NAME` keeps it); without cargo-fuzz, \
+                     `cargo install cargo-fuzz --locked`"
+                )
+            })
+        }
+        Some(FuzzSave::Save { artifact, name }) => {
+            let artifact = std::path::absolute(&artifact).map_err(|e| e.to_string())?;
+            let case = root().join("fuzz/regressions").join(format!("{name}.json"));
+            let mut args = base.to_vec();
+            args.push(artifact.to_string_lossy().into_owned());
+            // The input should still fail; the case is written before it runs either way.
+            let _ = std::fs::remove_file(&case);
+            let status = fuzz(&args, &[("LOCKSTEP_SAVE_CASE", &case)])?;
+            if !case.exists() {
+                return Err(format!("{}: no case was written", artifact.display()));
+            }
+            let verdict = if status.success() { "passes now" } else { "still fails" };
+            eprintln!("saved {} (the input {verdict})", case.display());
+            Ok(())
+        }
+    }
 }
 
 fn root() -> PathBuf {
@@ -106,9 +186,13 @@ fn run(task: Task) -> Result<(), String> {
         Task::Snapshots { args } => {
             release_bin("lockstep-snapshots", "lockstep-snapshots", &strs(&args))
         }
+        Task::Fuzz { save, time, jobs } => fuzz(save, time, jobs),
         Task::Ci => {
+            let fuzz = ["--manifest-path", "fuzz/Cargo.toml"];
             cargo(&["fmt", "--all", "--", "--check"])?;
+            cargo(&["fmt", fuzz[0], fuzz[1], "--", "--check"])?;
             cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&["clippy", fuzz[0], fuzz[1], "--target-dir", "target", "--", "-D", "warnings"])?;
             cargo(&["nextest", "run", "--workspace"])
         }
     }
