@@ -124,33 +124,42 @@ pub(crate) fn execute<R: StateReader>(
         },
     );
     let (mut state, mut outcomes, first_changes) = first.expect("the calling thread ran")?;
-    let later: Vec<Speculation> = (later.into_iter())
+    let mut later: Vec<Speculation> = (later.into_iter())
         .map(|s| s.into_inner().expect("every helper ran"))
         .collect::<Result<_, _>>()?;
+    let changes: Vec<_> = later.iter_mut().map(|s| std::mem::take(&mut s.changes)).collect();
 
     let mut stats = ExecutionStats { ranges: true, ..ExecutionStats::sequential(txs) };
     stats.sequential = false;
-    let mut beneficiary = Beneficiary::new(block, &mut state, &outcomes)?;
-    let mut accepted: Vec<SortedMap<Address, AccountDiff>> = Vec::new();
-    let mut stale = None;
-    let mut later = later.into_iter();
-    for mut speculation in later.by_ref() {
-        for tx in speculation.range.start..speculation.executed_to() {
-            stats.validations[tx] = 1;
-        }
-        if let Some((tx, key)) = speculation.first_stale(&state, &accepted)? {
-            stale = Some((speculation, tx, key));
-            break;
-        }
-        beneficiary.resolve(block, std::mem::take(&mut speculation.outputs), &mut outcomes);
-        accepted.push(speculation.changes);
-    }
-    let Some((speculation, stale_tx, key)) = stale else {
-        let first_changes = first_changes.unwrap_or_else(|| state.changes());
-        let layers = [pre_block.accounts.clone(), first_changes].into_iter().chain(accepted);
-        let accounts = merge(layers.collect(), Some(beneficiary));
+    // While this thread checks the ranges and pays their fees, a helper merges their changes
+    // as though every range stands, the common case: the merge need not wait for the checks.
+    let merged = OnceLock::new();
+    let layers = |first: &SortedMap<Address, AccountDiff>| {
+        merge([&pre_block.accounts, first].into_iter().chain(&changes))
+    };
+    let mut checked = None;
+    let merge_aside = first_changes.as_ref().filter(|_| !later.is_empty());
+    pool::run(
+        usize::from(merge_aside.is_some()),
+        |_| {
+            let _ = merged.set(layers(merge_aside.expect("a helper only with changes to merge")));
+        },
+        || {
+            let checks = check(block, &mut state, &mut outcomes, &mut later, &changes, &mut stats);
+            checked = Some(checks);
+        },
+    );
+    let (mut beneficiary, stale) = checked.expect("the calling thread ran")?;
+    let Some((index, stale_tx, key)) = stale else {
+        let accounts = match merged.into_inner() {
+            Some(merged) => merged,
+            None => layers(&first_changes.unwrap_or_else(|| state.changes())),
+        };
+        let accounts = with_beneficiary(accounts, beneficiary);
         return Ok(Ranges { txs: outcomes, accounts, stats });
     };
+    let mut later = later.into_iter().skip(index);
+    let speculation = later.next().expect("the stale range is one of them");
     // The ranges before the stale one stand, and so do its transactions before the stale
     // one: bring the state up to them.
     apply(&mut state, &outcomes[bounds[1]..]);
@@ -173,8 +182,37 @@ pub(crate) fn execute<R: StateReader>(
     }
     let gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
     sequential::execute_txs(&mut state, block, stale_tx..txs, gas, &mut outcomes)?;
-    let accounts = join(pre_block.accounts.clone(), state.changes());
+    let accounts = join(&pre_block.accounts, state.changes());
     Ok(Ranges { txs: outcomes, accounts, stats })
+}
+
+/// A stale later range: its index among them, its first stale transaction, and the key that
+/// transaction loaded (`None` when the range stopped there on the beneficiary).
+type Stale = (usize, usize, Option<StateKey>);
+
+/// Checks the later ranges in block order against what the ranges before them changed
+/// (`changes`: theirs, in order), paying the fees of each that stands and appending its
+/// outcomes; returns the beneficiary as they leave it and, if one is stale, its index, the
+/// first stale transaction and the key it loaded.
+fn check<R: StateReader>(
+    block: &Block,
+    state: &mut BlockState<Base<'_, R>>,
+    outcomes: &mut Vec<TxOutcome>,
+    later: &mut [Speculation],
+    changes: &[SortedMap<Address, AccountDiff>],
+    stats: &mut ExecutionStats,
+) -> Result<(Beneficiary, Option<Stale>), ExecutionError> {
+    let mut beneficiary = Beneficiary::new(block, state, outcomes)?;
+    for (index, speculation) in later.iter_mut().enumerate() {
+        for tx in speculation.range.start..speculation.executed_to() {
+            stats.validations[tx] = 1;
+        }
+        if let Some((tx, key)) = speculation.first_stale(state, &changes[..index])? {
+            return Ok((beneficiary, Some((index, tx, key))));
+        }
+        beneficiary.resolve(block, std::mem::take(&mut speculation.outputs), outcomes);
+    }
+    Ok((beneficiary, None))
 }
 
 /// Where the ranges start, and the block's end: as many ranges as `workers`, of about equal
@@ -552,45 +590,64 @@ fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
 }
 
 /// The block's account changes: the pre-block calls', then every range's in block order (a
-/// later change of an account goes on top of an earlier one), with the beneficiary as the
-/// fees leave it. One pass over all of them.
-fn merge(
-    layers: Vec<SortedMap<Address, AccountDiff>>,
-    beneficiary: Option<Beneficiary>,
+/// later change of an account goes on top of an earlier one). One pass over all of them,
+/// reading each layer in place: an account's first change is copied, which costs little
+/// (the ranges' accounts with storage are few), and lets the merge run beside the checks.
+fn merge<'a>(
+    layers: impl IntoIterator<Item = &'a SortedMap<Address, AccountDiff>>,
 ) -> SortedMap<Address, AccountDiff> {
-    let beneficiary = beneficiary.filter(|b| b.changed);
-    let mut merged = Vec::with_capacity(layers.iter().map(SortedMap::len).sum());
-    let mut layers: Vec<_> = layers.into_iter().map(|l| l.into_iter().peekable()).collect();
+    let mut layers: Vec<_> = layers.into_iter().map(|l| l.iter().peekable()).collect();
+    let mut merged = Vec::with_capacity(layers.iter().map(|l| l.len()).sum());
     loop {
-        let next = layers.iter_mut().filter_map(|l| l.peek().map(|(a, _)| *a)).min();
+        let next = layers.iter_mut().filter_map(|l| l.peek().map(|(a, _)| **a)).min();
         let Some(address) = next else { break };
         let mut change: Option<AccountDiff> = None;
         for layer in &mut layers {
-            if let Some((_, on_top)) = layer.next_if(|(a, _)| *a == address) {
+            if let Some((_, on_top)) = layer.next_if(|(a, _)| **a == address) {
                 match &mut change {
-                    Some(change) => change.merge(&on_top),
-                    None => change = Some(on_top),
+                    Some(change) => change.merge(on_top),
+                    None => change = Some(on_top.clone()),
                 }
             }
         }
-        let mut change = change.expect("some layer holds the address");
-        if let Some(beneficiary) = beneficiary.filter(|b| b.address == address) {
-            change.account = beneficiary.account;
-        }
-        merged.push((address, change));
+        merged.push((address, change.expect("some layer holds the address")));
     }
-    let mut merged = SortedMap::from_sorted(merged);
-    if let Some(beneficiary) = beneficiary.filter(|b| !merged.contains_key(&b.address)) {
-        let change = AccountDiff { account: beneficiary.account, ..AccountDiff::default() };
-        merged.insert(beneficiary.address, change);
-    }
-    merged
+    SortedMap::from_sorted(merged)
 }
 
-/// Two sorted change lists as one, `later` on top of `earlier` where both hold an account.
-fn join(
-    earlier: SortedMap<Address, AccountDiff>,
-    later: SortedMap<Address, AccountDiff>,
+/// `accounts` with the beneficiary as the fees leave it, where a transaction changed it.
+fn with_beneficiary(
+    mut accounts: SortedMap<Address, AccountDiff>,
+    beneficiary: Beneficiary,
 ) -> SortedMap<Address, AccountDiff> {
-    merge(vec![earlier, later], None)
+    if beneficiary.changed {
+        match accounts.get_mut(&beneficiary.address) {
+            Some(change) => change.account = beneficiary.account,
+            None => {
+                let change = AccountDiff { account: beneficiary.account, ..AccountDiff::default() };
+                accounts.insert(beneficiary.address, change);
+            }
+        }
+    }
+    accounts
+}
+
+/// The pre-block calls' few changes under `later`, a whole block's.
+fn join(
+    earlier: &SortedMap<Address, AccountDiff>,
+    mut later: SortedMap<Address, AccountDiff>,
+) -> SortedMap<Address, AccountDiff> {
+    for (address, change) in earlier {
+        let mut joined = change.clone();
+        match later.get_mut(address) {
+            Some(on_top) => {
+                joined.merge(on_top);
+                *on_top = joined;
+            }
+            None => {
+                later.insert(*address, joined);
+            }
+        }
+    }
+    later
 }
