@@ -133,19 +133,28 @@ pub(crate) fn execute<R: StateReader>(
     stats.sequential = false;
     // While this thread checks the ranges and pays their fees, a helper merges their changes
     // as though every range stands, the common case: the merge need not wait for the checks.
+    // A stale range (or an error) makes the merge useless: the helper then stops early rather
+    // than hold up the calling thread, which waits for it before finishing the block in order.
     let merged = OnceLock::new();
-    let layers = |first: &SortedMap<Address, AccountDiff>| {
-        merge([&pre_block.accounts, first].into_iter().chain(&changes))
+    let in_vain = AtomicBool::new(false);
+    let layers = |first: &SortedMap<Address, AccountDiff>, in_vain: &AtomicBool| {
+        merge([&pre_block.accounts, first].into_iter().chain(&changes), in_vain)
     };
     let mut checked = None;
     let merge_aside = first_changes.as_ref().filter(|_| !later.is_empty());
     pool::run(
         usize::from(merge_aside.is_some()),
         |_| {
-            let _ = merged.set(layers(merge_aside.expect("a helper only with changes to merge")));
+            let first = merge_aside.expect("a helper only with changes to merge");
+            if let Some(accounts) = layers(first, &in_vain) {
+                let _ = merged.set(accounts);
+            }
         },
         || {
             let checks = check(block, &mut state, &mut outcomes, &mut later, &changes, &mut stats);
+            if !matches!(checks, Ok((_, None))) {
+                in_vain.store(true, Ordering::Relaxed);
+            }
             checked = Some(checks);
         },
     );
@@ -153,7 +162,8 @@ pub(crate) fn execute<R: StateReader>(
     let Some((index, stale_tx, key)) = stale else {
         let accounts = match merged.into_inner() {
             Some(merged) => merged,
-            None => layers(&first_changes.unwrap_or_else(|| state.changes())),
+            None => layers(&first_changes.unwrap_or_else(|| state.changes()), &in_vain)
+                .expect("not stopped: every range stands"),
         };
         let accounts = with_beneficiary(accounts, beneficiary);
         return Ok(Ranges { txs: outcomes, accounts, stats });
@@ -593,12 +603,18 @@ fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
 /// later change of an account goes on top of an earlier one). One pass over all of them,
 /// reading each layer in place: an account's first change is copied, which costs little
 /// (the ranges' accounts with storage are few), and lets the merge run beside the checks.
+/// `None` if `in_vain` was set before the merge was done.
 fn merge<'a>(
     layers: impl IntoIterator<Item = &'a SortedMap<Address, AccountDiff>>,
-) -> SortedMap<Address, AccountDiff> {
+    in_vain: &AtomicBool,
+) -> Option<SortedMap<Address, AccountDiff>> {
     let mut layers: Vec<_> = layers.into_iter().map(|l| l.iter().peekable()).collect();
     let mut merged = Vec::with_capacity(layers.iter().map(|l| l.len()).sum());
     loop {
+        // Often enough to stop within microseconds, rarely enough to cost nothing.
+        if merged.len() % 1024 == 0 && in_vain.load(Ordering::Relaxed) {
+            return None;
+        }
         let next = layers.iter_mut().filter_map(|l| l.peek().map(|(a, _)| **a)).min();
         let Some(address) = next else { break };
         let mut change: Option<AccountDiff> = None;
@@ -612,7 +628,7 @@ fn merge<'a>(
         }
         merged.push((address, change.expect("some layer holds the address")));
     }
-    SortedMap::from_sorted(merged)
+    Some(SortedMap::from_sorted(merged))
 }
 
 /// `accounts` with the beneficiary as the fees leave it, where a transaction changed it.
@@ -650,4 +666,73 @@ fn join(
         }
     }
     later
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(balance: u64) -> Option<Account> {
+        Some(Account::with_balance(U256::from(balance)))
+    }
+
+    fn change(balance: u64, cleared: bool, slots: &[(u64, u64)]) -> AccountDiff {
+        let storage = slots.iter().map(|&(k, v)| (U256::from(k), U256::from(v))).collect();
+        AccountDiff { account: account(balance), storage_cleared: cleared, storage }
+    }
+
+    fn at(byte: u8) -> Address {
+        Address::repeat_byte(byte)
+    }
+
+    #[test]
+    fn merge_puts_each_layer_on_the_ones_before() {
+        let pre = SortedMap::from([(at(1), change(1, false, &[(1, 1), (2, 2)]))]);
+        let first =
+            SortedMap::from([(at(1), change(2, false, &[(2, 3)])), (at(3), change(3, false, &[]))]);
+        let later =
+            SortedMap::from([(at(1), change(4, true, &[(5, 5)])), (at(2), change(6, false, &[]))]);
+        let merged = merge([&pre, &first, &later], &AtomicBool::new(false)).unwrap();
+        let expected = SortedMap::from([
+            // The wipe in the last layer drops the slots before it.
+            (at(1), change(4, true, &[(5, 5)])),
+            (at(2), change(6, false, &[])),
+            (at(3), change(3, false, &[])),
+        ]);
+        assert_eq!(merged, expected);
+        let without_wipe = merge([&pre, &first], &AtomicBool::new(false)).unwrap();
+        assert_eq!(without_wipe[&at(1)], change(2, false, &[(1, 1), (2, 3)]));
+    }
+
+    #[test]
+    fn a_merge_in_vain_stops() {
+        let layer: SortedMap<_, _> = (0..=255).map(|b| (at(b), change(1, false, &[]))).collect();
+        assert!(merge([&layer], &AtomicBool::new(true)).is_none());
+    }
+
+    #[test]
+    fn the_beneficiary_is_set_only_when_a_transaction_changed_it() {
+        let accounts = SortedMap::from([(at(1), change(1, false, &[(1, 1)]))]);
+        let beneficiary = |address, changed| Beneficiary { address, account: account(9), changed };
+        let unchanged = with_beneficiary(accounts.clone(), beneficiary(at(1), false));
+        assert_eq!(unchanged, accounts);
+        let patched = with_beneficiary(accounts.clone(), beneficiary(at(1), true));
+        assert_eq!(patched[&at(1)], change(9, false, &[(1, 1)]));
+        let added = with_beneficiary(accounts, beneficiary(at(2), true));
+        assert_eq!(added[&at(2)], AccountDiff { account: account(9), ..AccountDiff::default() });
+    }
+
+    #[test]
+    fn join_puts_the_block_on_the_pre_block_calls() {
+        let pre =
+            SortedMap::from([(at(1), change(1, false, &[(1, 1)])), (at(5), change(5, false, &[]))]);
+        let block =
+            SortedMap::from([(at(1), change(2, false, &[(2, 2)])), (at(3), change(3, false, &[]))]);
+        let expected = SortedMap::from([
+            (at(1), change(2, false, &[(1, 1), (2, 2)])),
+            (at(3), change(3, false, &[])),
+            (at(5), change(5, false, &[])),
+        ]);
+        assert_eq!(join(&pre, block), expected);
+    }
 }
