@@ -6,7 +6,7 @@ mod common;
 use common::run;
 use lockstep_executor::revm::primitives::hardfork::SpecId;
 use lockstep_harness::{
-    case::Case,
+    case::{Case, FORKS},
     random_block::{Target, TxSpec, build},
 };
 use proptest::prelude::*;
@@ -39,7 +39,7 @@ fn tx_spec() -> impl Strategy<Value = TxSpec> {
 }
 
 fn spec_id() -> impl Strategy<Value = SpecId> {
-    prop_oneof![Just(SpecId::SHANGHAI), Just(SpecId::CANCUN), Just(SpecId::PRAGUE)]
+    prop::sample::select(FORKS.to_vec())
 }
 
 proptest! {

@@ -3,7 +3,7 @@
 //! which must all equal the sequential path.
 //!
 //! With `LOCKSTEP_SAVE_CASE=FILE` set, the case is written there as JSON before it runs:
-//! `cargo xtask fuzz save ARTIFACT` turns a crash into a fixture of the regression corpus.
+//! `cargo xtask fuzz save ARTIFACT NAME` turns a crash into a fixture of the regression corpus.
 #![no_main]
 
 use lockstep_harness::case::Case;

@@ -137,8 +137,8 @@ pub(crate) fn execute<R: StateReader>(
     // than hold up the calling thread, which waits for it before finishing the block in order.
     let merged = OnceLock::new();
     let in_vain = AtomicBool::new(false);
-    let layers = |first: &SortedMap<Address, AccountDiff>, in_vain: &AtomicBool| {
-        merge([&pre_block.accounts, first].into_iter().chain(&changes), in_vain)
+    let layers = |first: &SortedMap<Address, AccountDiff>| {
+        merge([&pre_block.accounts, first].into_iter().chain(&changes), &in_vain)
     };
     let mut checked = None;
     let merge_aside = first_changes.as_ref().filter(|_| !later.is_empty());
@@ -146,7 +146,7 @@ pub(crate) fn execute<R: StateReader>(
         usize::from(merge_aside.is_some()),
         |_| {
             let first = merge_aside.expect("a helper only with changes to merge");
-            if let Some(accounts) = layers(first, &in_vain) {
+            if let Some(accounts) = layers(first) {
                 let _ = merged.set(accounts);
             }
         },
@@ -162,7 +162,7 @@ pub(crate) fn execute<R: StateReader>(
     let Some((index, stale_tx, key)) = stale else {
         let accounts = match merged.into_inner() {
             Some(merged) => merged,
-            None => layers(&first_changes.unwrap_or_else(|| state.changes()), &in_vain)
+            None => layers(&first_changes.unwrap_or_else(|| state.changes()))
                 .expect("not stopped: every range stands"),
         };
         let accounts = with_beneficiary(accounts, beneficiary);
