@@ -105,9 +105,10 @@ pub struct ExecutionStats {
     /// Why the parallel path handed the block to the sequential one (`None`: it did not, or
     /// the sequential path was called directly).
     pub fallback: Option<Fallback>,
-    /// The parallel path ran the block as speculative ranges rather than Block-STM.
+    /// How many speculative ranges the parallel path ran the block as (see `ranges.rs`);
+    /// 0 when it ran Block-STM or the sequential path.
     #[serde(default)]
-    pub ranges: bool,
+    pub ranges: usize,
     /// Every abort, in the order the transactions come in the block: which read went stale.
     pub conflicts: Vec<Conflict>,
 }
@@ -178,7 +179,7 @@ impl ExecutionStats {
             suspensions: vec![0; txs],
             sequential: true,
             fallback: None,
-            ranges: false,
+            ranges: 0,
             conflicts: Vec::new(),
         }
     }

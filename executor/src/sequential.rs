@@ -13,7 +13,6 @@ use revm::{
     Context, ExecuteEvm, MainBuilder, MainContext,
     context::result::{EVMError, ExecutionResult},
 };
-use std::ops::Range;
 
 /// Executes `block` on the last committed state of `storage`, in order.
 ///
@@ -45,12 +44,13 @@ pub fn execute_on_reader<R: StateReader>(
     Ok(assemble(pre_block, txs, post_block, diff, stats))
 }
 
-/// Executes the transactions `range` of `block` in order on `state`, the state before the
-/// first of them, after `gas_before` gas of the block; appends their outcomes to `txs`.
+/// Executes the transactions of `block` at `indices` (ascending, each after the last) in
+/// order on `state`, the state before the first of them, after `gas_before` gas of the
+/// block; appends their outcomes to `txs`.
 pub(crate) fn execute_txs<R: StateReader>(
     state: &mut BlockState<R>,
     block: &Block,
-    range: Range<usize>,
+    indices: impl IntoIterator<Item = usize>,
     gas_before: u64,
     txs: &mut Vec<TxOutcome>,
 ) -> Result<(), ExecutionError> {
@@ -60,7 +60,7 @@ pub(crate) fn execute_txs<R: StateReader>(
         .with_cfg(block.cfg_env())
         .build_mainnet();
     let mut cumulative_gas = gas_before;
-    for index in range {
+    for index in indices {
         let tx = &block.transactions[index];
         match evm.transact(tx.clone()) {
             Ok(output) => {

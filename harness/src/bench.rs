@@ -90,8 +90,9 @@ pub struct PerfRow {
     pub re_executions: u64,
     /// Why the parallel path ran the block sequentially (`None`: it ran in parallel).
     pub fallback: Option<Fallback>,
-    /// The parallel path ran the block as speculative ranges rather than Block-STM.
-    pub ranges: bool,
+    /// How many speculative ranges the parallel path ran the block as (0: Block-STM or the
+    /// sequential path).
+    pub ranges: usize,
     pub peak_rss_mb: f64,
     /// The plain revm `transact_commit` loop on the same block and store (median).
     pub revm_baseline_ms: f64,
@@ -386,9 +387,9 @@ pub fn measure_all(
 
 /// How the parallel path ran a block, for tables: Block-STM, speculative ranges, or the
 /// sequential path and why.
-pub fn path_name(fallback: Option<Fallback>, ranges: bool) -> String {
+pub fn path_name(fallback: Option<Fallback>, ranges: usize) -> String {
     match fallback {
-        None if ranges => "ranges".into(),
+        None if ranges > 0 => "ranges".into(),
         None => "block-stm".into(),
         Some(why) => format!("sequential: {why}"),
     }

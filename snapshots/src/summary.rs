@@ -128,7 +128,7 @@ impl Report {
                 b.speedup,
                 b.ceiling,
                 b.re_executions,
-                path_name(b.fallback, false),
+                path_name(b.fallback, 0),
             );
         }
         for (storage, s) in &self.summary {

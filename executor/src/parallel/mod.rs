@@ -7,6 +7,7 @@
 //! are resolved in block order at the end. The outcome is the sequential path's, bit for bit.
 
 mod chaos;
+mod claims;
 mod hints;
 mod merge;
 mod mv_memory;

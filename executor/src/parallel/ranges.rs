@@ -16,10 +16,15 @@
 //! Every transaction pays the beneficiary, so the later ranges defer its fee (as Block-STM's
 //! workers do) and the fees are resolved in block order at the end. A transaction of a later
 //! range that reads the beneficiary itself ends its range's speculation there.
+//!
+//! The ranges start as one per thread, of about equal gas limits; a helper done with its
+//! range then takes a chunk of what the first range has not reached yet (see `claims.rs`),
+//! so the first range ends where the helpers' chunks begin.
 
 use super::{
     ParallelConfig,
     chaos::Chaos,
+    claims::{self, Claims},
     pool,
     vm::{Base, DeferredFee, beneficiary_fee},
 };
@@ -45,11 +50,13 @@ use revm::{
     state::AccountInfo,
 };
 use std::{
+    borrow::Cow,
     cell::RefCell,
+    iter::Peekable,
     marker::PhantomData,
     ops::Range,
     sync::{
-        OnceLock,
+        Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -62,9 +69,9 @@ pub(crate) struct Ranges {
     pub(crate) stats: ExecutionStats,
 }
 
-/// Executes `block`'s transactions as speculative ranges, one per thread, on the store's
-/// state with the pre-block system calls' changes on top: `reader` opens a reader of the
-/// store for each thread.
+/// Executes `block`'s transactions as speculative ranges, one per thread and then chunks
+/// for the helpers that finish first, on the store's state with the pre-block system calls'
+/// changes on top: `reader` opens a reader of the store for each range.
 pub(crate) fn execute<R: StateReader>(
     block: &Block,
     config: &ParallelConfig,
@@ -73,8 +80,10 @@ pub(crate) fn execute<R: StateReader>(
 ) -> Result<Ranges, ExecutionError> {
     let txs = block.transactions.len();
     let bounds = bounds(block, config.threads.get(), config.chaos);
-    let later: Vec<OnceLock<Result<Speculation, ExecutionError>>> =
-        (2..bounds.len()).map(|_| OnceLock::new()).collect();
+    // Under chaos any chunk will do, so that small test blocks run as many ranges.
+    let min_chunk = if config.chaos.is_some() { 1 } else { claims::MIN_CHUNK_TXS };
+    let claims = Claims::new(block, bounds[1], min_chunk);
+    let later: Mutex<Vec<Result<Speculation, ExecutionError>>> = Mutex::default();
     let parent = block.parent();
     let mut first = None;
     let probe = Probe::default();
@@ -83,39 +92,28 @@ pub(crate) fn execute<R: StateReader>(
         |worker| {
             let range = bounds[worker]..bounds[worker + 1];
             let chaos = config.chaos.map(|seed| Chaos::new(seed, worker));
-            let speculated = reader().map_err(ExecutionError::from).and_then(|reader| {
-                speculate(
-                    block,
-                    BlockState::with_capacity(
-                        Recording {
-                            reader: Base { reader, diff: pre_block },
-                            loads: RefCell::default(),
-                        },
-                        parent,
-                        range.len(),
-                    ),
-                    range,
-                    &probe,
-                    chaos,
-                )
-            });
-            let _ = later[worker - 1].set(speculated);
+            let speculations = help(block, pre_block, &reader, range, &claims, &probe, chaos);
+            later.lock().expect("ranges lock poisoned").extend(speculations);
         },
         || {
             first = Some(reader().map_err(ExecutionError::from).and_then(|reader| {
                 let base = Base { reader, diff: pre_block };
                 let mut state = BlockState::with_capacity(base, parent, txs);
                 let mut outcomes = Vec::with_capacity(txs);
-                if let Some(mut chaos) = config.chaos.map(|seed| Chaos::new(seed, 0)) {
-                    chaos.delay();
-                }
-                let probed = PROBE_TXS.min(bounds[1]);
-                let done = sequential::execute_txs(&mut state, block, 0..probed, 0, &mut outcomes);
+                let mut chaos = config.chaos.map(|seed| Chaos::new(seed, 0));
+                let mut claimed = std::iter::from_fn(|| {
+                    if let Some(chaos) = &mut chaos {
+                        chaos.delay();
+                    }
+                    claims.next_first()
+                });
+                let probed = claimed.by_ref().take(PROBE_TXS);
+                let done = sequential::execute_txs(&mut state, block, probed, 0, &mut outcomes);
                 // Published even on an error, so that no later range waits for it.
                 let _ = probe.written.set(probe_of(&outcomes));
                 done?;
                 let gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
-                sequential::execute_txs(&mut state, block, probed..bounds[1], gas, &mut outcomes)?;
+                sequential::execute_txs(&mut state, block, claimed, gas, &mut outcomes)?;
                 // Needed only when every range stands, the common case: built here, while
                 // the other ranges may still run, unless one gave up already.
                 let changes = (!probe.gave_up.load(Ordering::Relaxed)).then(|| state.changes());
@@ -124,29 +122,39 @@ pub(crate) fn execute<R: StateReader>(
         },
     );
     let (mut state, mut outcomes, first_changes) = first.expect("the calling thread ran")?;
-    let mut later: Vec<Speculation> = (later.into_iter())
-        .map(|s| s.into_inner().expect("every helper ran"))
+    let first_end = outcomes.len();
+    let mut later: Vec<Speculation> = (later.into_inner().expect("ranges lock poisoned"))
+        .into_iter()
         .collect::<Result<_, _>>()?;
-    let changes: Vec<_> = later.iter_mut().map(|s| std::mem::take(&mut s.changes)).collect();
+    // Helpers take their chunks from the top down: block order is by start. (Chaos may
+    // leave a helper an empty range.)
+    later.retain(|s| !s.range.is_empty());
+    later.sort_unstable_by_key(|s| s.range.start);
+    debug_assert_eq!(
+        later.iter().try_fold(first_end, |end, s| (end == s.range.start).then_some(s.range.end)),
+        Some(txs),
+        "the ranges cover the block, each transaction once"
+    );
+    let mut changes: Vec<_> = later.iter_mut().map(|s| std::mem::take(&mut s.changes)).collect();
 
-    let mut stats = ExecutionStats { ranges: true, ..ExecutionStats::sequential(txs) };
+    let ranges = 1 + later.len();
+    let mut stats = ExecutionStats { ranges, ..ExecutionStats::sequential(txs) };
     stats.sequential = false;
     // While this thread checks the ranges and pays their fees, a helper merges their changes
     // as though every range stands, the common case: the merge need not wait for the checks.
     // A stale range (or an error) makes the merge useless: the helper then stops early rather
     // than hold up the calling thread, which waits for it before finishing the block in order.
+    // The merge takes the first range's changes and the last range's, which no check reads.
+    let owned = Mutex::new(first_changes.map(|first| (first, changes.pop())));
     let merged = OnceLock::new();
     let in_vain = AtomicBool::new(false);
-    let layers = |first: &SortedMap<Address, AccountDiff>| {
-        merge([&pre_block.accounts, first].into_iter().chain(&changes), &in_vain)
-    };
     let mut checked = None;
-    let merge_aside = first_changes.as_ref().filter(|_| !later.is_empty());
     pool::run(
-        usize::from(merge_aside.is_some()),
+        usize::from(!later.is_empty()),
         |_| {
-            let first = merge_aside.expect("a helper only with changes to merge");
-            if let Some(accounts) = layers(first) {
+            let owned = owned.lock().expect("merge lock poisoned").take();
+            let Some((first, last)) = owned else { return };
+            if let Some(accounts) = merge(&pre_block.accounts, first, &changes, last, &in_vain) {
                 let _ = merged.set(accounts);
             }
         },
@@ -162,8 +170,14 @@ pub(crate) fn execute<R: StateReader>(
     let Some((index, stale_tx, key)) = stale else {
         let accounts = match merged.into_inner() {
             Some(merged) => merged,
-            None => layers(&first_changes.unwrap_or_else(|| state.changes()))
-                .expect("not stopped: every range stands"),
+            None => {
+                // No helper merged: no later range, or (every range standing) unreachable
+                // without the first range's changes; built here all the same.
+                let owned = owned.into_inner().expect("merge lock poisoned");
+                let (first, last) = owned.unwrap_or_else(|| (state.changes(), changes.pop()));
+                let never = AtomicBool::new(false);
+                merge(&pre_block.accounts, first, &changes, last, &never).expect("not stopped")
+            }
         };
         let accounts = with_beneficiary(accounts, beneficiary);
         return Ok(Ranges { txs: outcomes, accounts, stats });
@@ -172,7 +186,7 @@ pub(crate) fn execute<R: StateReader>(
     let speculation = later.next().expect("the stale range is one of them");
     // The ranges before the stale one stand, and so do its transactions before the stale
     // one: bring the state up to them.
-    apply(&mut state, &outcomes[bounds[1]..]);
+    apply(&mut state, &outcomes[first_end..]);
     let from = outcomes.len();
     let wasted = std::iter::once(stale_tx..speculation.executed_to());
     let mut standing = speculation.outputs;
@@ -441,15 +455,54 @@ impl Speculation {
     }
 }
 
+/// A helper's work: its own `range`, then chunks of what the first range has not reached
+/// while there are any. Each range's changes are built once no chunk is left, so that the
+/// helper takes its chunks while the first range still executes.
+fn help<R: StateReader>(
+    block: &Block,
+    pre_block: &StateDiff,
+    reader: impl Fn() -> Result<R, StorageError>,
+    mut range: Range<usize>,
+    claims: &Claims<'_>,
+    probe: &Probe,
+    mut chaos: Option<Chaos>,
+) -> Vec<Result<Speculation, ExecutionError>> {
+    let mut done = Vec::new();
+    loop {
+        let speculated = reader().map_err(ExecutionError::from).and_then(|reader| {
+            let reader =
+                Recording { reader: Base { reader, diff: pre_block }, loads: RefCell::default() };
+            let state = BlockState::with_capacity(reader, block.parent(), range.len());
+            speculate(block, state, range, probe, chaos.as_mut())
+        });
+        // A range that stopped short ends the speculation there: what comes after it runs
+        // in order, so claiming more would be in vain.
+        let go_on = matches!(&speculated, Ok((s, _)) if s.stopped().is_none())
+            && !probe.gave_up.load(Ordering::Relaxed);
+        done.push(speculated);
+        match go_on.then(|| claims.chunk()).flatten() {
+            Some(chunk) => range = chunk,
+            None => break,
+        }
+    }
+    let built = done.into_iter().map(|speculated| {
+        let (mut speculation, state) = speculated?;
+        speculation.changes = state.changes();
+        Ok(speculation)
+    });
+    built.collect()
+}
+
 /// Executes `range` in order on `state` with the beneficiary's fees deferred, until the range
-/// ends or a transaction reads the beneficiary.
+/// ends or a transaction reads the beneficiary; returns what it did and the state it left,
+/// whose changes are still to build.
 fn speculate<R: StateReader>(
     block: &Block,
     mut state: BlockState<Recording<R>>,
     range: Range<usize>,
     probe: &Probe,
-    mut chaos: Option<Chaos>,
-) -> Result<Speculation, ExecutionError> {
+    mut chaos: Option<&mut Chaos>,
+) -> Result<(Speculation, BlockState<Recording<R>>), ExecutionError> {
     let mut outputs = Vec::with_capacity(range.len());
     let mut starts = Vec::with_capacity(range.len());
     let db = RangeDb { state: &mut state, beneficiary: block.beneficiary };
@@ -504,9 +557,9 @@ fn speculate<R: StateReader>(
         outputs.push(output);
     }
     drop(evm);
-    let changes = state.changes();
     let loads = state.reader().loads.take();
-    Ok(Speculation { range, outputs, loads, starts, changes })
+    let changes = SortedMap::default();
+    Ok((Speculation { range, outputs, loads, starts, changes }, state))
 }
 
 /// Whether a range's loads so far include a value the first range's probe shows changed:
@@ -600,35 +653,74 @@ fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
 }
 
 /// The block's account changes: the pre-block calls', then every range's in block order (a
-/// later change of an account goes on top of an earlier one). One pass over all of them,
-/// reading each layer in place: an account's first change is copied, which costs little
-/// (the ranges' accounts with storage are few), and lets the merge run beside the checks.
-/// `None` if `in_vain` was set before the merge was done.
-fn merge<'a>(
-    layers: impl IntoIterator<Item = &'a SortedMap<Address, AccountDiff>>,
+/// later change of an account goes on top of an earlier one), in one pass over them all. It
+/// runs beside the checks, which read the middle ranges' changes: those are copied from in
+/// place, while the first range's and the last's, which no check reads, are moved. `None`
+/// if `in_vain` was set before the merge was done.
+fn merge(
+    pre_block: &SortedMap<Address, AccountDiff>,
+    first: SortedMap<Address, AccountDiff>,
+    middle: &[SortedMap<Address, AccountDiff>],
+    last: Option<SortedMap<Address, AccountDiff>>,
     in_vain: &AtomicBool,
 ) -> Option<SortedMap<Address, AccountDiff>> {
-    let mut layers: Vec<_> = layers.into_iter().map(|l| l.iter().peekable()).collect();
-    let mut merged = Vec::with_capacity(layers.iter().map(|l| l.len()).sum());
+    let mut layers: Vec<Layer<'_>> =
+        std::iter::once(Layer::Borrowed(pre_block.into_iter().peekable()))
+            .chain([Layer::Owned(first.into_iter().peekable())])
+            .chain(middle.iter().map(|layer| Layer::Borrowed(layer.into_iter().peekable())))
+            .chain(last.map(|layer| Layer::Owned(layer.into_iter().peekable())))
+            .collect();
+    let mut merged = Vec::with_capacity(layers.iter().map(Layer::len).sum());
     loop {
         // Often enough to stop within microseconds, rarely enough to cost nothing.
         if merged.len() % 1024 == 0 && in_vain.load(Ordering::Relaxed) {
             return None;
         }
-        let next = layers.iter_mut().filter_map(|l| l.peek().map(|(a, _)| **a)).min();
-        let Some(address) = next else { break };
+        let Some(address) = layers.iter_mut().filter_map(Layer::peek).min() else { break };
         let mut change: Option<AccountDiff> = None;
         for layer in &mut layers {
-            if let Some((_, on_top)) = layer.next_if(|(a, _)| **a == address) {
+            if let Some(on_top) = layer.next_if(address) {
                 match &mut change {
-                    Some(change) => change.merge(on_top),
-                    None => change = Some(on_top.clone()),
+                    Some(change) => change.merge(&on_top),
+                    None => change = Some(on_top.into_owned()),
                 }
             }
         }
         merged.push((address, change.expect("some layer holds the address")));
     }
     Some(SortedMap::from_sorted(merged))
+}
+
+/// A layer of changes as [`merge`] reads it, address by address.
+enum Layer<'a> {
+    Owned(Peekable<std::vec::IntoIter<(Address, AccountDiff)>>),
+    Borrowed(Peekable<<&'a SortedMap<Address, AccountDiff> as IntoIterator>::IntoIter>),
+}
+
+impl<'a> Layer<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Owned(layer) => layer.len(),
+            Self::Borrowed(layer) => layer.len(),
+        }
+    }
+
+    fn peek(&mut self) -> Option<Address> {
+        match self {
+            Self::Owned(layer) => layer.peek().map(|(address, _)| *address),
+            Self::Borrowed(layer) => layer.peek().map(|(address, _)| **address),
+        }
+    }
+
+    /// The layer's change of `address`, if that is its next.
+    fn next_if(&mut self, address: Address) -> Option<Cow<'a, AccountDiff>> {
+        match self {
+            Self::Owned(layer) => layer.next_if(|(a, _)| *a == address).map(|(_, c)| Cow::Owned(c)),
+            Self::Borrowed(layer) => {
+                layer.next_if(|(a, _)| **a == address).map(|(_, c)| Cow::Borrowed(c))
+            }
+        }
+    }
 }
 
 /// `accounts` with the beneficiary as the fees leave it, where a transaction changed it.
@@ -690,24 +782,33 @@ mod tests {
         let pre = SortedMap::from([(at(1), change(1, false, &[(1, 1), (2, 2)]))]);
         let first =
             SortedMap::from([(at(1), change(2, false, &[(2, 3)])), (at(3), change(3, false, &[]))]);
-        let later =
+        let middle =
             SortedMap::from([(at(1), change(4, true, &[(5, 5)])), (at(2), change(6, false, &[]))]);
-        let merged = merge([&pre, &first, &later], &AtomicBool::new(false)).unwrap();
+        let last =
+            SortedMap::from([(at(2), change(7, false, &[(8, 8)])), (at(4), change(1, false, &[]))]);
+        let go = AtomicBool::new(false);
+        let merged =
+            merge(&pre, first.clone(), std::slice::from_ref(&middle), Some(last.clone()), &go);
         let expected = SortedMap::from([
-            // The wipe in the last layer drops the slots before it.
+            // The wipe in the middle layer drops the slots before it.
             (at(1), change(4, true, &[(5, 5)])),
-            (at(2), change(6, false, &[])),
+            (at(2), change(7, false, &[(8, 8)])),
             (at(3), change(3, false, &[])),
+            (at(4), change(1, false, &[])),
         ]);
-        assert_eq!(merged, expected);
-        let without_wipe = merge([&pre, &first], &AtomicBool::new(false)).unwrap();
+        assert_eq!(merged.unwrap(), expected);
+        let without_wipe = merge(&pre, first.clone(), &[], None, &go).unwrap();
         assert_eq!(without_wipe[&at(1)], change(2, false, &[(1, 1), (2, 3)]));
+        // Whether a layer is moved or copied from, the merge is the same.
+        let borrowed = merge(&pre, SortedMap::new(), &[first, middle, last], None, &go);
+        assert_eq!(borrowed.unwrap(), expected);
     }
 
     #[test]
     fn a_merge_in_vain_stops() {
         let layer: SortedMap<_, _> = (0..=255).map(|b| (at(b), change(1, false, &[]))).collect();
-        assert!(merge([&layer], &AtomicBool::new(true)).is_none());
+        let in_vain = AtomicBool::new(true);
+        assert!(merge(&SortedMap::new(), layer, &[], None, &in_vain).is_none());
     }
 
     #[test]
