@@ -97,7 +97,8 @@ pub(crate) fn assemble(
     diff: StateDiff,
     stats: ExecutionStats,
 ) -> BlockOutcome {
-    let gas_used = txs.iter().map(TxOutcome::gas_used).sum();
+    // The last receipt's cumulative gas is the block's: no pass over every outcome.
+    let gas_used = txs.last().map_or(0, |tx| tx.cumulative_gas_used);
     BlockOutcome { txs, pre_block, post_block, diff, gas_used, stats }
 }
 
@@ -113,7 +114,12 @@ pub(crate) fn parts<'a>(
 /// Adds the code and block hashes every part makes known.
 pub(crate) fn add_codes_and_hashes(diff: &mut StateDiff, parts: &[&StateDiff]) {
     for part in parts {
-        diff.codes.extend(part.codes.iter().map(|(k, v)| (*k, v.clone())));
-        diff.block_hashes.extend(part.block_hashes.iter().map(|(k, v)| (*k, *v)));
+        // Most parts have neither: a length read each, not two iterators.
+        if !part.codes.is_empty() {
+            diff.codes.extend(part.codes.iter().map(|(k, v)| (*k, v.clone())));
+        }
+        if !part.block_hashes.is_empty() {
+            diff.block_hashes.extend(part.block_hashes.iter().map(|(k, v)| (*k, *v)));
+        }
     }
 }
