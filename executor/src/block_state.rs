@@ -205,6 +205,27 @@ impl Overlay {
     }
 }
 
+/// The values a block wrote, as [`BlockState::written`] shows them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written<'a>(&'a Overlay);
+
+impl Written<'_> {
+    /// The account the block left at `address`, if the block wrote it (`Some(None)`: it
+    /// does not exist afterwards).
+    pub(crate) fn account(&self, address: &Address) -> Option<Option<Account>> {
+        self.0.accounts.get(address).filter(|a| a.written).map(|a| a.value)
+    }
+
+    /// The value the block left in a slot, if the block wrote it or wiped its account.
+    pub(crate) fn slot(&self, address: &Address, slot: &U256) -> Option<U256> {
+        let slots = self.0.slots.get(address)?;
+        match slots.values.get(slot) {
+            Some(cached) if cached.written => Some(cached.value),
+            _ => slots.cleared.then_some(U256::ZERO),
+        }
+    }
+}
+
 /// A reader with the block's changes layered on top.
 #[derive(Debug)]
 pub struct BlockState<R> {
@@ -240,19 +261,9 @@ impl<R: StateReader> BlockState<R> {
         &self.reader
     }
 
-    /// The account the block left at `address`, if the block wrote it (`Some(None)`: it
-    /// does not exist afterwards).
-    pub(crate) fn written_account(&self, address: &Address) -> Option<Option<Account>> {
-        self.overlay.accounts.get(address).filter(|a| a.written).map(|a| a.value)
-    }
-
-    /// The value the block left in a slot, if the block wrote it or wiped its account.
-    pub(crate) fn written_slot(&self, address: &Address, slot: &U256) -> Option<U256> {
-        let slots = self.overlay.slots.get(address)?;
-        match slots.values.get(slot) {
-            Some(cached) if cached.written => Some(cached.value),
-            _ => slots.cleared.then_some(U256::ZERO),
-        }
+    /// What the block wrote, without the reader: a view other threads can share.
+    pub(crate) fn written(&self) -> Written<'_> {
+        Written(&self.overlay)
     }
 
     /// See [`Overlay::changes`].

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     block::Block,
-    block_state::{BlockState, recycle},
+    block_state::{BlockState, Written, recycle},
     error::ExecutionError,
     outcome::{Conflict, ExecutionStats, StateKey, TxOutcome},
     sequential,
@@ -57,7 +57,7 @@ use std::{
     ops::Range,
     sync::{
         Mutex, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -140,33 +140,53 @@ pub(crate) fn execute<R: StateReader>(
     let ranges = 1 + later.len();
     let mut stats = ExecutionStats { ranges, ..ExecutionStats::sequential(txs) };
     stats.sequential = false;
-    // While this thread checks the ranges and pays their fees, a helper merges their changes
-    // as though every range stands, the common case: the merge need not wait for the checks.
-    // A stale range (or an error) makes the merge useless: the helper then stops early rather
-    // than hold up the calling thread, which waits for it before finishing the block in order.
-    // The merge takes the first range's changes and the last range's, which no check reads.
+    let stops: Vec<Option<usize>> = later.iter().map(Speculation::stopped).collect();
+    let outputs: Vec<Vec<Output>> =
+        later.iter_mut().map(|s| std::mem::take(&mut s.outputs)).collect();
+    // The tail's three tasks run as though every range stands, the common case: this thread
+    // pays the later ranges' fees, a helper merges the ranges' changes (the first range's and
+    // the last's, which no check reads, moved), and then each takes chunks of the check until
+    // none is left. A stale range (or an error) makes the merge useless: the helper then
+    // stops early rather than hold up the calling thread, which waits for it before finishing
+    // the block in order.
     let owned = Mutex::new(first_changes.map(|first| (first, changes.pop())));
     let merged = OnceLock::new();
     let in_vain = AtomicBool::new(false);
-    let mut checked = None;
+    let check = Check::new(&later, &changes, state.written());
+    let mut paid = None;
     pool::run(
         usize::from(!later.is_empty()),
         |_| {
             let owned = owned.lock().expect("merge lock poisoned").take();
-            let Some((first, last)) = owned else { return };
-            if let Some(accounts) = merge(&pre_block.accounts, first, &changes, last, &in_vain) {
+            if let Some((first, last)) = owned
+                && let Some(accounts) = merge(&pre_block.accounts, first, &changes, last, &in_vain)
+            {
                 let _ = merged.set(accounts);
+            }
+            // Without a reader of its own, it leaves the check to the calling thread.
+            if let Ok(reader) = reader() {
+                check.work(&Base { reader, diff: pre_block }, &in_vain);
             }
         },
         || {
-            let checks = check(block, &mut state, &mut outcomes, &mut later, &changes, &mut stats);
-            if !matches!(checks, Ok((_, None))) {
-                in_vain.store(true, Ordering::Relaxed);
-            }
-            checked = Some(checks);
+            let beneficiary = Beneficiary::new(block, state.written(), state.reader());
+            paid = Some(beneficiary.map(|mut beneficiary| {
+                for outputs in outputs {
+                    beneficiary.resolve(block, outputs, &mut outcomes);
+                }
+                beneficiary
+            }));
+            check.work(state.reader(), &in_vain);
         },
     );
-    let (mut beneficiary, stale) = checked.expect("the calling thread ran")?;
+    let beneficiary = paid.expect("the calling thread ran")?;
+    let stale = check.stale(&stops)?;
+    let checked = stale.map_or(later.len(), |(index, _, _)| index + 1);
+    for speculation in &later[..checked] {
+        for tx in speculation.range.start..speculation.executed_to() {
+            stats.validations[tx] = 1;
+        }
+    }
     let Some((index, stale_tx, key)) = stale else {
         let accounts = match merged.into_inner() {
             Some(merged) => merged,
@@ -182,18 +202,14 @@ pub(crate) fn execute<R: StateReader>(
         let accounts = with_beneficiary(accounts, beneficiary);
         return Ok(Ranges { txs: outcomes, accounts, stats });
     };
+    // The ranges before the stale one stand, and so do its transactions before the stale
+    // one, whose fees are paid: bring the state up to them.
+    outcomes.truncate(stale_tx);
+    apply(&mut state, &outcomes[first_end..]);
+    // Executions in vain: what the ranges ran from the stale point on.
     let mut later = later.into_iter().skip(index);
     let speculation = later.next().expect("the stale range is one of them");
-    // The ranges before the stale one stand, and so do its transactions before the stale
-    // one: bring the state up to them.
-    apply(&mut state, &outcomes[first_end..]);
-    let from = outcomes.len();
     let wasted = std::iter::once(stale_tx..speculation.executed_to());
-    let mut standing = speculation.outputs;
-    standing.truncate(stale_tx - speculation.range.start);
-    beneficiary.resolve(block, standing, &mut outcomes);
-    apply(&mut state, &outcomes[from..]);
-    // Executions in vain: what the ranges ran from the stale point on.
     for range in wasted.chain(later.map(|s| s.range.start..s.executed_to())) {
         for tx in range {
             stats.executions[tx] += 1;
@@ -214,29 +230,86 @@ pub(crate) fn execute<R: StateReader>(
 /// transaction loaded (`None` when the range stopped there on the beneficiary).
 type Stale = (usize, usize, Option<StateKey>);
 
-/// Checks the later ranges in block order against what the ranges before them changed
-/// (`changes`: theirs, in order), paying the fees of each that stands and appending its
-/// outcomes; returns the beneficiary as they leave it and, if one is stale, its index, the
-/// first stale transaction and the key it loaded.
-fn check<R: StateReader>(
-    block: &Block,
-    state: &mut BlockState<Base<'_, R>>,
-    outcomes: &mut Vec<TxOutcome>,
-    later: &mut [Speculation],
-    changes: &[SortedMap<Address, AccountDiff>],
-    stats: &mut ExecutionStats,
-) -> Result<(Beneficiary, Option<Stale>), ExecutionError> {
-    let mut beneficiary = Beneficiary::new(block, state, outcomes)?;
-    for (index, speculation) in later.iter_mut().enumerate() {
-        for tx in speculation.range.start..speculation.executed_to() {
-            stats.validations[tx] = 1;
-        }
-        if let Some((tx, key)) = speculation.first_stale(state, &changes[..index])? {
-            return Ok((beneficiary, Some((index, tx, key))));
-        }
-        beneficiary.resolve(block, std::mem::take(&mut speculation.outputs), outcomes);
+/// Loads checked per chunk: some tens of microseconds of work, so that the threads end the
+/// check close together.
+const CHECK_CHUNK: usize = 1024;
+
+/// The check of the later ranges against what the ranges before each changed, in chunks of
+/// their loads that the tail's threads take once their own task is done.
+struct Check<'a> {
+    later: &'a [Speculation],
+    /// The changes of the later ranges, in order (the last may be missing: no check reads it).
+    changes: &'a [SortedMap<Address, AccountDiff>],
+    first: Written<'a>,
+    /// (later range, its loads) per chunk.
+    chunks: Vec<(usize, Range<usize>)>,
+    next: AtomicUsize,
+    /// Per later range, the first of its loads found changed (`usize::MAX`: none).
+    changed: Vec<AtomicUsize>,
+    error: Mutex<Option<StorageError>>,
+}
+
+impl<'a> Check<'a> {
+    fn new(
+        later: &'a [Speculation],
+        changes: &'a [SortedMap<Address, AccountDiff>],
+        first: Written<'a>,
+    ) -> Self {
+        let chunks = (later.iter().enumerate())
+            .flat_map(|(index, s)| {
+                let loads = s.loads.len();
+                (0..loads)
+                    .step_by(CHECK_CHUNK)
+                    .map(move |from| (index, from..(from + CHECK_CHUNK).min(loads)))
+            })
+            .collect();
+        let changed = later.iter().map(|_| AtomicUsize::new(usize::MAX)).collect();
+        let next = AtomicUsize::new(0);
+        Self { later, changes, first, chunks, next, changed, error: Mutex::default() }
     }
-    Ok((beneficiary, None))
+
+    /// Checks chunks until none is left, reading the state before the block from `base`;
+    /// sets `in_vain` once it finds a range stale (or fails).
+    fn work(&self, base: &impl StateReader, in_vain: &AtomicBool) {
+        loop {
+            let next = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some((index, loads)) = self.chunks.get(next) else { return };
+            let accepted = &self.changes[..*index];
+            match self.later[*index].first_changed(self.first, base, accepted, loads.clone()) {
+                Ok(None) => {}
+                Ok(Some(at)) => {
+                    self.changed[*index].fetch_min(at, Ordering::Relaxed);
+                    in_vain.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.error.lock().expect("check lock poisoned").get_or_insert(e);
+                    in_vain.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Once every chunk is checked: the first stale range, if any. `stops`: where each
+    /// range stopped short, if it did.
+    fn stale(self, stops: &[Option<usize>]) -> Result<Option<Stale>, ExecutionError> {
+        if let Some(error) = self.error.into_inner().expect("check lock poisoned") {
+            return Err(error.into());
+        }
+        for (index, (speculation, changed)) in self.later.iter().zip(self.changed).enumerate() {
+            let at = changed.into_inner();
+            if at != usize::MAX {
+                let key = match speculation.loads[at] {
+                    Load::Account(address) => StateKey::Account(address),
+                    Load::Slot(address, slot) => StateKey::Storage(address, slot),
+                };
+                return Ok(Some((index, speculation.tx_of_load(at), Some(key))));
+            }
+            if let Some(tx) = stops[index] {
+                return Ok(Some((index, tx, None)));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Where the ranges start, and the block's end: as many ranges as `workers`, of about equal
@@ -409,23 +482,26 @@ impl Speculation {
         (end < self.range.end).then_some(end)
     }
 
-    /// The first transaction that loaded a value the earlier ranges changed (and that value's
-    /// key), or the one that stopped the range (without a key); `None` if the range stands.
-    /// `first`: the first range's state; `accepted`: the changes of the ranges after it.
-    fn first_stale<R: StateReader>(
+    /// The transaction that made the load at `at`.
+    fn tx_of_load(&self, at: usize) -> usize {
+        self.range.start + self.starts.partition_point(|start| *start <= at) - 1
+    }
+
+    /// The first of `loads` (positions in this range's loads) whose value the ranges before
+    /// it changed. `first`: what the first range wrote; `accepted`: the changes of the ranges
+    /// between it and this one; `base`: the state before the block.
+    fn first_changed(
         &self,
-        first: &BlockState<Base<'_, R>>,
+        first: Written<'_>,
+        base: &impl StateReader,
         accepted: &[SortedMap<Address, AccountDiff>],
-    ) -> Result<Option<(usize, Option<StateKey>)>, ExecutionError> {
-        let base = first.reader();
-        for (at, load) in self.loads.iter().enumerate() {
-            let changed = match *load {
+        loads: Range<usize>,
+    ) -> Result<Option<usize>, StorageError> {
+        for at in loads {
+            let changed = match self.loads[at] {
                 Load::Account(address) => {
                     let later = accepted.iter().rev().find_map(|c| c.get(&address));
-                    match later
-                        .map(|change| change.account)
-                        .or_else(|| first.written_account(&address))
-                    {
+                    match later.map(|change| change.account).or_else(|| first.account(&address)) {
                         Some(now) => now != base.account(address)?,
                         None => false,
                     }
@@ -436,22 +512,17 @@ impl Speculation {
                         let value = change.storage.get(&slot).copied();
                         value.or(change.storage_cleared.then_some(U256::ZERO))
                     });
-                    match later.or_else(|| first.written_slot(&address, &slot)) {
+                    match later.or_else(|| first.slot(&address, &slot)) {
                         Some(now) => now != base.storage(address, slot)?,
                         None => false,
                     }
                 }
             };
             if changed {
-                let tx = self.range.start + self.starts.partition_point(|start| *start <= at) - 1;
-                let key = match *load {
-                    Load::Account(address) => StateKey::Account(address),
-                    Load::Slot(address, slot) => StateKey::Storage(address, slot),
-                };
-                return Ok(Some((tx, Some(key))));
+                return Ok(Some(at));
             }
         }
-        Ok(self.stopped().map(|tx| (tx, None)))
+        Ok(None)
     }
 }
 
@@ -595,15 +666,20 @@ struct Beneficiary {
 }
 
 impl Beneficiary {
-    /// As the first range leaves it.
-    fn new<R: StateReader>(
+    /// As the first range leaves it: `first`, what it wrote, over `base`, the state before
+    /// the block.
+    fn new(
         block: &Block,
-        state: &mut BlockState<R>,
-        first: &[TxOutcome],
-    ) -> Result<Self, ExecutionError> {
+        first: Written<'_>,
+        base: &impl StateReader,
+    ) -> Result<Self, StorageError> {
         let address = block.beneficiary;
-        let changed = first.iter().any(|o| o.changes.accounts.contains_key(&address));
-        Ok(Self { address, account: state.account(address)?, changed })
+        let written = first.account(&address);
+        let account = match written {
+            Some(account) => account,
+            None => base.account(address)?,
+        };
+        Ok(Self { address, account, changed: written.is_some() })
     }
 
     /// Pays the fees of `outputs` in order and appends their outcomes.
