@@ -269,6 +269,29 @@ fn a_later_range_that_loads_a_changed_value_is_redone_from_there() {
 }
 
 #[test]
+fn a_load_made_stale_deep_in_a_later_range_is_found() {
+    // Independent token moves, but transaction 2,000 is sent by the sender of transaction
+    // 100, with the nonce that one leaves: the second range runs it on the nonce before the
+    // block (so it is invalid there), thousands of loads into its range, past the first
+    // chunks the check hands out.
+    let mut workload = WorkloadKind::Erc20Transfers.generate(2_400 * 50_400);
+    let (early, late) = (100, 2_000);
+    let sender = workload.block.transactions[early].caller;
+    let tx = &mut workload.block.transactions[late];
+    tx.caller = sender;
+    tx.nonce = 1;
+    let outcome = assert_identical(&workload, &ParallelConfig::always_ranges(2));
+    assert!(outcome.txs[late].result.is_ok(), "valid in block order");
+    let stats = outcome.stats;
+    assert_eq!(stats.aborts.iter().sum::<u32>(), 1);
+    assert_eq!(stats.aborts[late], 1);
+    let conflict = &stats.conflicts[0];
+    assert_eq!(conflict.key, lockstep_executor::StateKey::Account(sender));
+    assert_eq!(conflict.writer, Some(early));
+    assert!(stats.executions[..late].iter().all(|e| *e == 1), "everything before it stood");
+}
+
+#[test]
 fn a_later_range_stops_where_it_reads_the_beneficiary() {
     // Independent token moves, but one late transaction pays the beneficiary, so it reads
     // the balance that every fee before it decides.
