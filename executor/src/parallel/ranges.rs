@@ -151,8 +151,9 @@ pub(crate) fn execute<R: StateReader>(
     // the block in order.
     let owned = Mutex::new(first_changes.map(|first| (first, changes.pop())));
     let merged = OnceLock::new();
-    let in_vain = AtomicBool::new(false);
-    let check = Check::new(&later, &changes, state.written());
+    // A range that stopped short is stale: then the merge is in vain from the start.
+    let in_vain = AtomicBool::new(stops.iter().any(Option::is_some));
+    let check = Check::new(&later, &changes, state.written(), &stops);
     let mut paid = None;
     pool::run(
         usize::from(!later.is_empty()),
@@ -164,12 +165,17 @@ pub(crate) fn execute<R: StateReader>(
                 let _ = merged.set(accounts);
             }
             // Without a reader of its own, it leaves the check to the calling thread.
-            if let Ok(reader) = reader() {
+            if !check.done()
+                && let Ok(reader) = reader()
+            {
                 check.work(&Base { reader, diff: pre_block }, &in_vain);
             }
         },
         || {
             let beneficiary = Beneficiary::new(block, state.written(), state.reader());
+            if beneficiary.is_err() {
+                in_vain.store(true, Ordering::Relaxed);
+            }
             paid = Some(beneficiary.map(|mut beneficiary| {
                 for outputs in outputs {
                     beneficiary.resolve(block, outputs, &mut outcomes);
@@ -246,16 +252,23 @@ struct Check<'a> {
     next: AtomicUsize,
     /// Per later range, the first of its loads found changed (`usize::MAX`: none).
     changed: Vec<AtomicUsize>,
+    /// Whether a changed load (or an error) was found: chunks are taken in block order, so
+    /// every chunk before it is taken already, and none after it can matter.
+    found: AtomicBool,
     error: Mutex<Option<StorageError>>,
 }
 
 impl<'a> Check<'a> {
+    /// The check of `later`, whose stops are `stops`: up to the first that stopped short
+    /// (the ranges after it run again anyway).
     fn new(
         later: &'a [Speculation],
         changes: &'a [SortedMap<Address, AccountDiff>],
         first: Written<'a>,
+        stops: &[Option<usize>],
     ) -> Self {
-        let chunks = (later.iter().enumerate())
+        let checked = stops.iter().position(Option::is_some).map_or(later.len(), |i| i + 1);
+        let chunks = (later[..checked].iter().enumerate())
             .flat_map(|(index, s)| {
                 let loads = s.loads.len();
                 (0..loads)
@@ -264,14 +277,19 @@ impl<'a> Check<'a> {
             })
             .collect();
         let changed = later.iter().map(|_| AtomicUsize::new(usize::MAX)).collect();
-        let next = AtomicUsize::new(0);
-        Self { later, changes, first, chunks, next, changed, error: Mutex::default() }
+        let (next, found) = (AtomicUsize::new(0), AtomicBool::new(false));
+        Self { later, changes, first, chunks, next, changed, found, error: Mutex::default() }
+    }
+
+    /// Whether nothing is left to check.
+    fn done(&self) -> bool {
+        self.found.load(Ordering::Relaxed) || self.next.load(Ordering::Relaxed) >= self.chunks.len()
     }
 
     /// Checks chunks until none is left, reading the state before the block from `base`;
     /// sets `in_vain` once it finds a range stale (or fails).
     fn work(&self, base: &impl StateReader, in_vain: &AtomicBool) {
-        loop {
+        while !self.found.load(Ordering::Relaxed) {
             let next = self.next.fetch_add(1, Ordering::Relaxed);
             let Some((index, loads)) = self.chunks.get(next) else { return };
             let accepted = &self.changes[..*index];
@@ -279,10 +297,12 @@ impl<'a> Check<'a> {
                 Ok(None) => {}
                 Ok(Some(at)) => {
                     self.changed[*index].fetch_min(at, Ordering::Relaxed);
+                    self.found.store(true, Ordering::Relaxed);
                     in_vain.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.error.lock().expect("check lock poisoned").get_or_insert(e);
+                    self.found.store(true, Ordering::Relaxed);
                     in_vain.store(true, Ordering::Relaxed);
                 }
             }
