@@ -413,15 +413,25 @@ pub(crate) fn evm_state_changes(
 }
 
 /// revm's view of an account; code is loaded separately through `code_by_hash` (leaving it
-/// out matters: `AccountInfo`'s default would claim the code empty).
+/// out matters: an `AccountInfo` with code claims that code).
 pub fn to_revm_info(account: Account) -> AccountInfo {
-    AccountInfo {
-        balance: account.balance,
-        nonce: account.nonce,
-        code_hash: account.code_hash,
-        code: (account.code_hash == KECCAK256_EMPTY).then(Bytecode::default),
-        ..Default::default()
+    let mut info =
+        AccountInfo::new(account.balance, account.nonce, account.code_hash, empty_code());
+    if account.code_hash != KECCAK256_EMPTY {
+        info.code = None;
     }
+    info
+}
+
+thread_local! {
+    static EMPTY_CODE: Bytecode = Bytecode::new_legacy(alloy_primitives::Bytes::new());
+}
+
+/// The empty code, as revm's default has it, but one copy per thread: revm clones and drops
+/// it for every code-less account it loads, and the count of revm's one shared copy moved
+/// between the workers' cores at every clone and drop.
+pub fn empty_code() -> Bytecode {
+    EMPTY_CODE.with(Bytecode::clone)
 }
 
 impl<R: StateReader> Database for BlockState<R> {
@@ -433,7 +443,7 @@ impl<R: StateReader> Database for BlockState<R> {
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StorageError> {
         if code_hash == KECCAK256_EMPTY {
-            return Ok(Bytecode::default());
+            return Ok(empty_code());
         }
         if let Some(code) = self.overlay.codes.get(&code_hash) {
             return Ok(code.clone());
@@ -467,6 +477,21 @@ impl<R: StateReader> Database for BlockState<R> {
 mod tests {
     use super::*;
     use crate::storage::InMemoryStorage;
+
+    #[test]
+    fn each_threads_empty_code_is_revms_empty_code() {
+        let here = empty_code();
+        let there = std::thread::spawn(empty_code).join().unwrap();
+        for code in [&here, &there] {
+            assert_eq!(*code, Bytecode::default());
+            assert_eq!(code.original_bytes(), Bytecode::default().original_bytes());
+            assert_eq!(code.hash_slow(), KECCAK256_EMPTY);
+        }
+        let info = to_revm_info(Account::with_balance(U256::from(1)));
+        assert_eq!(info.code, Some(Bytecode::default()), "a code-less account's code is known");
+        let with_code = Account { code_hash: B256::repeat_byte(1), ..Account::default() };
+        assert_eq!(to_revm_info(with_code).code, None, "loaded by hash");
+    }
 
     fn account(balance: u64) -> Option<Account> {
         Some(Account { nonce: 1, balance: U256::from(balance), code_hash: KECCAK256_EMPTY })

@@ -164,7 +164,7 @@ impl<R: StateReader> DatabaseRef for StoreDb<R> {
 
     fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StorageError> {
         if code_hash == KECCAK256_EMPTY {
-            return Ok(Bytecode::default());
+            return Ok(block_state::empty_code());
         }
         self.0.code(code_hash)?.ok_or(StorageError::MissingCode(code_hash))
     }

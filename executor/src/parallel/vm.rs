@@ -4,7 +4,7 @@
 use super::mv_memory::{Blocked, Found, Location, MvMemory, Read, ReadMode, TxIdx, Write};
 use crate::{
     block::Block,
-    block_state::{deployed_codes, evm_state_changes, recycle, to_revm_info},
+    block_state::{deployed_codes, empty_code, evm_state_changes, recycle, to_revm_info},
     error::ExecutionError,
     state::{Account, AccountDiff, StateDiff, credited},
     storage::{Layered, StateReader, StorageError},
@@ -185,7 +185,7 @@ impl<R: StateReader> Database for TxView<'_, R> {
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
         if code_hash == KECCAK256_EMPTY {
-            return Ok(Bytecode::default());
+            return Ok(empty_code());
         }
         // A transaction that found this hash in the memory found it after its deployer
         // recorded, and so after `deployed` was set.
