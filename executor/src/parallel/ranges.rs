@@ -413,8 +413,11 @@ impl<R: StateReader> StateReader for Recording<R> {
     }
 
     fn code(&self, code_hash: B256) -> Result<Option<Bytecode>, StorageError> {
-        // Code never changes under its hash.
-        self.reader.code(code_hash)
+        // Code never changes under its hash. The range keeps a copy of its own: revm clones
+        // and drops a contract's code in every transaction that calls it, and the count of
+        // the store's one copy would move between the workers' cores at each.
+        let code = self.reader.code(code_hash)?;
+        Ok(code.map(|code| Bytecode::new_raw_checked(code.original_bytes()).unwrap_or(code)))
     }
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
