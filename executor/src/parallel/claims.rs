@@ -61,16 +61,22 @@ impl<'b> Claims<'b> {
         }
     }
 
-    /// A chunk for a helper: the top half, by gas limit, of what nobody has taken, so that
-    /// the helper and the first range, going on from the bottom, finish about together.
-    /// `None` once that half would be under the smallest chunk.
-    pub(crate) fn chunk(&self) -> Option<Range<usize>> {
+    /// A chunk for a helper that has executed transactions of `done` gas limits so far: the
+    /// top of what nobody has taken, in the share of the helper's pace to the first range's
+    /// (each measured by gas limits since the block started; within a tenth and nine tenths),
+    /// so that the two, the first range going on from the bottom, finish about together. A
+    /// helper's transactions run slower than the first range's (their loads are recorded,
+    /// their fees deferred), and a core of this machine ran up to 1.4 times another's pace.
+    /// `None` once that share would be under the smallest chunk.
+    pub(crate) fn chunk(&self, done: u128) -> Option<Range<usize>> {
         let gas = self.gas.get_or_init(|| self.gas_before_each());
         let mut word = self.word.load(Ordering::Relaxed);
         loop {
             let (next, limit) = unpack(word);
-            let half = gas[next] + (gas[limit] - gas[next]) / 2;
-            let start = gas.partition_point(|&g| g < half).clamp(next, limit);
+            let paces = done + gas[next];
+            let share = if paces == 0 { 0.5 } else { (done as f64 / paces as f64).clamp(0.1, 0.9) };
+            let taken = ((gas[limit] - gas[next]) as f64 * share) as u128;
+            let start = gas.partition_point(|&g| g < gas[limit] - taken).clamp(next, limit);
             if limit - start < self.min_chunk {
                 return None;
             }
@@ -84,6 +90,12 @@ impl<'b> Claims<'b> {
                 Err(now) => word = now,
             }
         }
+    }
+
+    /// The gas limits of `range`'s transactions.
+    pub(crate) fn gas_of(&self, range: Range<usize>) -> u128 {
+        let gas = self.gas.get_or_init(|| self.gas_before_each());
+        gas[range.end] - gas[range.start]
     }
 
     fn gas_before_each(&self) -> Vec<u128> {
@@ -123,11 +135,11 @@ mod tests {
         let claims = Claims::new(&block, 150, MIN_CHUNK_TXS);
         let taken: Vec<usize> = std::iter::from_fn(|| claims.next_first()).take(10).collect();
         assert_eq!(taken, (0..10).collect::<Vec<_>>());
-        // 140 left: the helper takes the top half.
-        assert_eq!(claims.chunk(), Some(80..150));
+        // 140 left: a helper at the first range's pace takes the top half.
+        assert_eq!(claims.chunk(claims.gas_of(0..10)), Some(80..150));
         assert_eq!(std::iter::from_fn(|| claims.next_first()).count(), 70);
         assert_eq!(claims.next_first(), None, "stays taken");
-        assert_eq!(claims.chunk(), None);
+        assert_eq!(claims.chunk(claims.gas_of(0..80)), None);
     }
 
     #[test]
@@ -135,10 +147,10 @@ mod tests {
         // The last ten transactions hold as much gas as the ninety before them.
         let block = block((0..100).map(|tx| if tx < 90 { 1_000 } else { 9_000 }));
         let claims = Claims::new(&block, 100, MIN_CHUNK_TXS);
-        assert_eq!(claims.chunk(), None, "ten transactions are too few for a chunk");
+        assert_eq!(claims.chunk(0), None, "ten transactions are too few for a chunk");
         let block = block_of_repeats(&block, 10);
         let claims = Claims::new(&block, 1000, MIN_CHUNK_TXS);
-        let chunk = claims.chunk().expect("enough left");
+        let chunk = claims.chunk(0).expect("enough left");
         let gas = |r: Range<usize>| block.transactions[r].iter().map(|t| t.gas_limit).sum::<u64>();
         let (below, above) = (gas(0..chunk.start), gas(chunk.clone()));
         assert!(below.abs_diff(above) <= 9_000, "{below} below, {above} in {chunk:?}");
@@ -154,17 +166,35 @@ mod tests {
         let block = block([21_000; 1000]);
         let claims = Claims::new(&block, 1000, MIN_CHUNK_TXS);
         assert_eq!(std::iter::from_fn(|| claims.next_first()).take(1000 - 127).count(), 873);
-        assert_eq!(claims.chunk(), None, "127 left: a half of 63 is under a chunk");
+        let even = claims.gas_of(0..873);
+        assert_eq!(claims.chunk(even), None, "127 left: a half of 63 is under a chunk");
         let claims = Claims::new(&block, 1000, MIN_CHUNK_TXS);
         assert_eq!(std::iter::from_fn(|| claims.next_first()).take(1000 - 128).count(), 872);
-        assert_eq!(claims.chunk(), Some(936..1000));
+        assert_eq!(claims.chunk(claims.gas_of(0..872)), Some(936..1000));
+    }
+
+    #[test]
+    fn a_chunk_follows_the_helpers_pace_against_the_first_ranges() {
+        let block = block([21_000; 1300]);
+        let claims = Claims::new(&block, 1000, MIN_CHUNK_TXS);
+        assert_eq!(std::iter::from_fn(|| claims.next_first()).take(100).count(), 100);
+        // In the same time the helper ran its 300 transactions, the first range ran 100:
+        // of the 900 left, it takes three quarters.
+        assert_eq!(claims.chunk(claims.gas_of(1000..1300)), Some(325..1000));
+        // A first range that has run nothing yet still keeps a tenth.
+        let claims = Claims::new(&block, 1000, MIN_CHUNK_TXS);
+        assert_eq!(claims.chunk(claims.gas_of(1000..1300)), Some(100..1000));
+        // A helper at a third of the first range's pace takes a quarter.
+        let claims = Claims::new(&block, 1000, MIN_CHUNK_TXS);
+        assert_eq!(std::iter::from_fn(|| claims.next_first()).take(600).count(), 600);
+        assert_eq!(claims.chunk(claims.gas_of(1000..1200)), Some(900..1000));
     }
 
     #[test]
     fn the_smallest_chunks_halve_what_is_left_down_to_one() {
         let block = block([21_000; 100]);
         let claims = Claims::new(&block, 100, 1);
-        let chunks: Vec<_> = std::iter::from_fn(|| claims.chunk()).collect();
+        let chunks: Vec<_> = std::iter::from_fn(|| claims.chunk(0)).collect();
         assert_eq!(chunks.first(), Some(&(50..100)));
         assert!(chunks.windows(2).all(|w| w[1].end == w[0].start), "{chunks:?}");
         assert_eq!(chunks.last().map(|c| c.start), Some(1), "the first range keeps one");
@@ -181,7 +211,7 @@ mod tests {
                     .map(|_| {
                         scope.spawn(|| {
                             let mut chunks = Vec::new();
-                            while let Some(chunk) = claims.chunk() {
+                            while let Some(chunk) = claims.chunk(claims.gas_of(12_000..20_000)) {
                                 chunks.push(chunk);
                                 std::thread::yield_now();
                             }

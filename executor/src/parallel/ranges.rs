@@ -562,7 +562,10 @@ fn help<R: StateReader>(
     mut chaos: Option<Chaos>,
 ) -> Vec<Result<Speculation, ExecutionError>> {
     let mut done = Vec::new();
+    // How far this helper got: the gas limits of what it ran, against the first range's.
+    let mut executed = 0;
     loop {
+        executed += claims.gas_of(range.clone());
         let speculated = reader().map_err(ExecutionError::from).and_then(|reader| {
             let reader =
                 Recording { reader: Base { reader, diff: pre_block }, loads: RefCell::default() };
@@ -574,7 +577,7 @@ fn help<R: StateReader>(
         let go_on = matches!(&speculated, Ok((s, _)) if s.stopped().is_none())
             && !probe.gave_up.load(Ordering::Relaxed);
         done.push(speculated);
-        match go_on.then(|| claims.chunk()).flatten() {
+        match go_on.then(|| claims.chunk(executed)).flatten() {
             Some(chunk) => range = chunk,
             None => break,
         }
