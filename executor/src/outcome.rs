@@ -105,7 +105,7 @@ pub struct ExecutionStats {
     /// Why the parallel path handed the block to the sequential one (`None`: it did not, or
     /// the sequential path was called directly).
     pub fallback: Option<Fallback>,
-    /// How many speculative ranges the parallel path ran the block as (see `ranges.rs`);
+    /// How many speculative ranges the parallel path ran the block as (see `ranges/`);
     /// 0 when it ran Block-STM or the sequential path.
     #[serde(default)]
     pub ranges: usize,

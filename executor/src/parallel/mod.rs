@@ -52,7 +52,7 @@ pub struct ParallelConfig {
     /// Blocks with fewer transactions run sequentially.
     pub min_txs: usize,
     /// Blocks with at least this many transactions run as speculative ranges, one per
-    /// thread, instead of Block-STM (see `ranges.rs`): their transactions are too many and
+    /// thread, instead of Block-STM (see `ranges/`): their transactions are too many and
     /// too cheap for bookkeeping per transaction.
     pub min_range_txs: usize,
     /// Blocks whose contract work (the gas limits of transactions with calldata or init code)
@@ -163,7 +163,7 @@ pub fn execute<S: Storage + ?Sized>(
     with_post_block(storage, block, outcome)
 }
 
-/// `block` as speculative ranges (see `ranges.rs`).
+/// `block` as speculative ranges (see `ranges/`).
 fn execute_ranges<S: Storage + ?Sized>(
     storage: &S,
     block: &Block,
