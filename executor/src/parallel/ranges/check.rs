@@ -31,6 +31,8 @@ const CHECK_CHUNK: usize = 1024;
 /// their loads that the tail's threads take once their own task is done.
 pub(super) struct Check<'a> {
     later: &'a [Speculation],
+    /// Where each later range stopped short, if it did.
+    stops: &'a [Option<usize>],
     /// The changes of the later ranges, in order (the last may be missing: no check reads it).
     changes: &'a [SortedMap<Address, AccountDiff>],
     first: Written<'a>,
@@ -52,7 +54,7 @@ impl<'a> Check<'a> {
         later: &'a [Speculation],
         changes: &'a [SortedMap<Address, AccountDiff>],
         first: Written<'a>,
-        stops: &[Option<usize>],
+        stops: &'a [Option<usize>],
     ) -> Self {
         let checked = stops.iter().position(Option::is_some).map_or(later.len(), |i| i + 1);
         let chunks = (later[..checked].iter().enumerate())
@@ -65,7 +67,8 @@ impl<'a> Check<'a> {
             .collect();
         let changed = later.iter().map(|_| AtomicUsize::new(usize::MAX)).collect();
         let (next, found) = (AtomicUsize::new(0), AtomicBool::new(false));
-        Self { later, changes, first, chunks, next, changed, found, error: Mutex::default() }
+        let error = Mutex::default();
+        Self { later, stops, changes, first, chunks, next, changed, found, error }
     }
 
     /// Whether nothing is left to check.
@@ -96,9 +99,8 @@ impl<'a> Check<'a> {
         }
     }
 
-    /// Once every chunk is checked: the first stale range, if any. `stops`: where each
-    /// range stopped short, if it did.
-    pub(super) fn stale(self, stops: &[Option<usize>]) -> Result<Option<Stale>, ExecutionError> {
+    /// Once every chunk is checked: the first stale range, if any.
+    pub(super) fn stale(self) -> Result<Option<Stale>, ExecutionError> {
         if let Some(error) = self.error.into_inner().expect("check lock poisoned") {
             return Err(error.into());
         }
@@ -111,7 +113,7 @@ impl<'a> Check<'a> {
                 };
                 return Ok(Some((index, speculation.tx_of_load(at), Some(key))));
             }
-            if let Some(tx) = stops[index] {
+            if let Some(tx) = self.stops[index] {
                 return Ok(Some((index, tx, None)));
             }
         }

@@ -176,7 +176,7 @@ pub(crate) fn execute<R: StateReader>(
         },
     );
     let beneficiary = paid.expect("the calling thread ran")?;
-    let stale = check.stale(&stops)?;
+    let stale = check.stale()?;
     let checked = stale.map_or(later.len(), |(index, _, _)| index + 1);
     for speculation in &later[..checked] {
         for tx in speculation.range.start..speculation.executed_to() {
