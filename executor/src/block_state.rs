@@ -424,14 +424,30 @@ pub fn to_revm_info(account: Account) -> AccountInfo {
 }
 
 thread_local! {
-    static EMPTY_CODE: Bytecode = Bytecode::new_legacy(alloy_primitives::Bytes::new());
+    static EMPTY_CODE: Bytecode = own_copy(&Bytecode::new());
 }
 
 /// The empty code, as revm's default has it, but one copy per thread: revm clones and drops
-/// it for every code-less account it loads, and the count of revm's one shared copy moved
-/// between the workers' cores at every clone and drop.
+/// it for every code-less account it loads, and the count of revm's one shared copy (which
+/// every empty code revm makes is) moved between the workers' cores at every clone and drop.
 pub fn empty_code() -> Bytecode {
     EMPTY_CODE.with(Bytecode::clone)
+}
+
+/// A copy of `code` with a reference count of its own, for one thread to clone and drop as
+/// often as revm does (every account load and call of a contract) without moving the shared
+/// copy's count between cores. The analysis is copied, not redone.
+#[allow(unsafe_code)]
+pub(crate) fn own_copy(code: &Bytecode) -> Bytecode {
+    match code.legacy_jump_table() {
+        // SAFETY: the bytes, their original length and the jump table come from code revm
+        // analysed, padding included, which is all `new_analyzed` asks of them.
+        Some(jumps) if !code.bytecode().is_empty() => unsafe {
+            Bytecode::new_analyzed(code.bytecode().clone(), code.len(), jumps.clone())
+        },
+        // EIP-7702 designators are 23 bytes: analysing one again costs as little as a copy.
+        _ => Bytecode::new_raw_checked(code.original_bytes()).unwrap_or_else(|_| code.clone()),
+    }
 }
 
 impl<R: StateReader> Database for BlockState<R> {
@@ -483,6 +499,7 @@ mod tests {
         let here = empty_code();
         let there = std::thread::spawn(empty_code).join().unwrap();
         for code in [&here, &there] {
+            assert!(!code.is_default(), "not revm's shared copy");
             assert_eq!(*code, Bytecode::default());
             assert_eq!(code.original_bytes(), Bytecode::default().original_bytes());
             assert_eq!(code.hash_slow(), KECCAK256_EMPTY);
@@ -491,6 +508,21 @@ mod tests {
         assert_eq!(info.code, Some(Bytecode::default()), "a code-less account's code is known");
         let with_code = Account { code_hash: B256::repeat_byte(1), ..Account::default() };
         assert_eq!(to_revm_info(with_code).code, None, "loaded by hash");
+    }
+
+    #[test]
+    fn an_own_copy_of_code_runs_as_the_original_and_shares_no_count() {
+        let legacy = Bytecode::new_legacy(alloy_primitives::Bytes::from_static(&[
+            0x60, 0x04, 0x56, 0x00, 0x5b, 0x60, 0x01, 0x00, // PUSH1 4 JUMP STOP JUMPDEST ...
+        ]));
+        let delegation = Bytecode::new_eip7702(Address::repeat_byte(7));
+        for code in [legacy, delegation, Bytecode::new()] {
+            let copy = own_copy(&code);
+            assert_eq!(copy, code, "same kind, bytes, length and jump table");
+            assert_eq!(copy.original_bytes(), code.original_bytes());
+            assert_eq!(copy.hash_slow(), code.hash_slow());
+            assert_eq!(copy.legacy_jump_table(), code.legacy_jump_table());
+        }
     }
 
     fn account(balance: u64) -> Option<Account> {

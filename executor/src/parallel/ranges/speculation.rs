@@ -9,7 +9,7 @@ use super::super::{
 };
 use crate::{
     block::Block,
-    block_state::{BlockState, Written, recycle},
+    block_state::{BlockState, Written, own_copy, recycle},
     error::ExecutionError,
     outcome::TxOutcome,
     sorted_map::SortedMap,
@@ -96,8 +96,7 @@ impl<R: StateReader> StateReader for Recording<R> {
         // Code never changes under its hash. The range keeps a copy of its own: revm clones
         // and drops a contract's code in every transaction that calls it, and the count of
         // the store's one copy would move between the workers' cores at each.
-        let code = self.reader.code(code_hash)?;
-        Ok(code.map(|code| Bytecode::new_raw_checked(code.original_bytes()).unwrap_or(code)))
+        Ok(self.reader.code(code_hash)?.as_ref().map(own_copy))
     }
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
