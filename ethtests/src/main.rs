@@ -68,7 +68,11 @@ const DEFAULT_ARCHIVES: &[&str] = &[
     "BlockchainTests-ValidInvalidBlocks.tar.zst",
 ];
 
+#[global_allocator]
+static ALLOCATOR: lockstep_harness::bench::Allocator = lockstep_harness::bench::Allocator;
+
 fn main() -> ExitCode {
+    lockstep_harness::bench::keep_freed_memory();
     lockstep_harness::exit_code(run(&Args::parse()))
 }
 

@@ -170,6 +170,9 @@ fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
     Ok(rows)
 }
 
+#[global_allocator]
+static ALLOCATOR: bench::Allocator = bench::Allocator;
+
 fn main() -> ExitCode {
     bench::keep_freed_memory();
     let cli = Cli::parse();

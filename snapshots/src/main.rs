@@ -61,6 +61,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: lockstep_harness::bench::Allocator = lockstep_harness::bench::Allocator;
+
 fn main() -> ExitCode {
     lockstep_harness::bench::keep_freed_memory();
     let args = Args::parse();
