@@ -286,8 +286,16 @@ impl Copies {
     }
 }
 
+/// Rounds run before the timed ones, their times dropped: the first runs of a process fault in
+/// the memory the later ones reuse. Of 20 sequential runs of the AMM block in a row, the first
+/// took 181 ms, the next two 71 and 64, the rest 55 to 59 (with some outliers at 63-75); the
+/// kernel zeroing fresh pages was a fifth of the samples of a profile, all of them in the first
+/// third of its runs.
+const WARM_UP_ROUNDS: usize = 2;
+
 /// Measures `workload` on one store: `runs` rounds of the sequential path, the parallel path
-/// and the plain revm loop, in turns (see [`turn_order`]), then the [`Copies`]' ceiling.
+/// and the plain revm loop, in turns (see [`turn_order`]), after [`WARM_UP_ROUNDS`] untimed
+/// ones, then the [`Copies`]' ceiling.
 pub fn measure<S: Storage>(
     workload: &Workload,
     store: &S,
@@ -299,10 +307,10 @@ pub fn measure<S: Storage>(
     reset_peak_rss();
     let (mut seq_times, mut par_times, mut base_times) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
-    for run in 0..runs.max(1) {
+    for round in 0..WARM_UP_ROUNDS + runs.max(1) {
         let (mut sequential, mut parallel, mut revm_gas) = (None, None, None);
         // Each path takes each turn equally often: see [`turn_order`].
-        for path in turn_order(run, 3) {
+        for path in turn_order(round, 3) {
             let start = Instant::now();
             let block = &workload.block;
             match path {
@@ -310,7 +318,9 @@ pub fn measure<S: Storage>(
                 1 => parallel = Some(parallel::execute(store, block, config).map_err(fail)?),
                 _ => revm_gas = Some(revm_loop(workload, store).map_err(|e| fail(e.into()))?),
             }
-            [&mut seq_times, &mut par_times, &mut base_times][path].push(start.elapsed());
+            if round >= WARM_UP_ROUNDS {
+                [&mut seq_times, &mut par_times, &mut base_times][path].push(start.elapsed());
+            }
         }
         let (sequential, parallel) = (sequential.expect("ran"), parallel.expect("ran"));
         let revm_gas = std::hint::black_box(revm_gas.expect("ran"));

@@ -307,6 +307,16 @@ const MIN_SAMPLE: Duration = Duration::from_micros(500);
 /// sample (see `Copies`), 30 to 60 us on this machine, which must not count.
 const MIN_CEILING_SAMPLE: Duration = Duration::from_millis(5);
 
+/// The order of the two paths (0: sequential, 1: parallel) in round `round` of the block at
+/// `place` in a sweep, which runs one round of every block: each path goes first in every
+/// other round (see `turn_order`), and the order flips from one block to the next. With the
+/// same order for every block, each path always ran right after the other (sequential,
+/// parallel | sequential, parallel), and a sequential run always came just before the
+/// parallel run of the same block.
+fn sweep_order(round: usize, place: usize) -> impl Iterator<Item = usize> {
+    turn_order(round + place, 2)
+}
+
 /// The times of one block's runs on one store.
 struct Times {
     /// Per round, the time of one run, from a sample of `batch` runs.
@@ -324,16 +334,17 @@ impl Default for Times {
 }
 
 impl Times {
-    /// Runs `block` on both paths, each first in every other round (see `turn_order`), and
-    /// returns their outcomes.
+    /// Runs `block` on both paths in [`sweep_order`] (`place`: the block's place in the
+    /// sweep) and returns their outcomes.
     fn round<S: Storage>(
         &mut self,
         store: &S,
         block: &Block,
         config: &ParallelConfig,
+        place: usize,
     ) -> Result<(BlockOutcome, BlockOutcome), String> {
         let (mut seq, mut par) = (None, None);
-        for path in turn_order(self.sequential.len(), 2) {
+        for path in sweep_order(self.sequential.len(), place) {
             let run = || {
                 if path == 0 {
                     sequential::execute(store, block)
@@ -403,12 +414,13 @@ impl<'a> Timing<'a> {
     }
 
     /// A sequential and a parallel run, the first of them taking turns (see `turn_order`),
-    /// whose outcomes must agree.
-    fn round(&mut self, config: &ParallelConfig) {
+    /// whose outcomes must agree. `place`: where the block's round comes in the sweep over
+    /// the blocks (see [`Times::round`]).
+    fn round(&mut self, config: &ParallelConfig, place: usize) {
         let block = &self.snapshot.block;
         let result = match &self.store {
-            Store::Memory(store) => self.times.round(store, block, config),
-            Store::Mdbx { store, .. } => self.times.round(store, block, config),
+            Store::Memory(store) => self.times.round(store, block, config, place),
+            Store::Mdbx { store, .. } => self.times.round(store, block, config, place),
         };
         let (seq, par) = match result {
             Ok(outcomes) => outcomes,
@@ -508,8 +520,9 @@ pub fn replay_all(
         })
         .collect();
     while timings.iter().flatten().any(|t| t.wants_round(runs)) {
-        for timing in timings.iter_mut().flatten().filter(|t| t.wants_round(runs)) {
-            timing.round(config);
+        let due = timings.iter_mut().flatten().filter(|t| t.wants_round(runs));
+        for (place, timing) in due.enumerate() {
+            timing.round(config, place);
         }
     }
     let copies = Copies::new(config.threads.get());
@@ -567,14 +580,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_a_sweep_each_path_follows_each_path_equally_often() {
+        // follows[a][b]: how often path b ran right after path a.
+        let mut follows = [[0u32; 2]; 2];
+        let mut last: Option<usize> = None;
+        for round in 0..4 {
+            for place in 0..5 {
+                for path in sweep_order(round, place) {
+                    if let Some(before) = last {
+                        follows[before][path] += 1;
+                    }
+                    last = Some(path);
+                }
+            }
+        }
+        let [[ss, sp], [ps, pp]] = follows;
+        assert!(ss.abs_diff(sp) <= 1 && ps.abs_diff(pp) <= 1, "{follows:?}");
+        assert!(ss > 0 && pp > 0, "{follows:?}");
+    }
+
+    #[test]
     fn a_block_of_microseconds_is_timed_in_batches_of_runs() {
         let (store, block) = (InMemoryStorage::default(), Block::default());
         let mut times = Times::default();
         let config = ParallelConfig::with_threads(2);
-        times.round(&store, &block, &config).expect("an empty block runs");
+        times.round(&store, &block, &config, 0).expect("an empty block runs");
         assert!(times.batch > 1, "an empty block takes far less than {MIN_SAMPLE:?}");
         let first_round = times.total;
-        times.round(&store, &block, &config).expect("an empty block runs");
+        times.round(&store, &block, &config, 0).expect("an empty block runs");
         assert_eq!((times.sequential.len(), times.parallel.len()), (2, 2), "a sample per round");
         // Each sample is one run's share of its batch (up to the division's rounding).
         let timed = times.total - first_round;
