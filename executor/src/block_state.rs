@@ -9,7 +9,7 @@ use crate::{
 };
 use alloy_primitives::{
     Address, B256, KECCAK256_EMPTY, U256,
-    map::{Entry, HashMap},
+    map::{AddressMap, B256Map, Entry, U256Map},
 };
 use revm::{
     Database,
@@ -51,7 +51,7 @@ const FEW_SLOTS: usize = 16;
 #[derive(Debug)]
 enum SlotMap {
     Few(Vec<(U256, Cached<U256>)>),
-    Many(HashMap<U256, Cached<U256>>),
+    Many(U256Map<Cached<U256>>),
 }
 
 impl Default for SlotMap {
@@ -74,7 +74,7 @@ impl SlotMap {
                 Some(i) => pairs[i].1 = value,
                 None if pairs.len() < FEW_SLOTS => pairs.push((slot, value)),
                 None => {
-                    let mut map: HashMap<U256, Cached<U256>> = pairs.drain(..).collect();
+                    let mut map: U256Map<Cached<U256>> = pairs.drain(..).collect();
                     map.insert(slot, value);
                     *self = Self::Many(map);
                 }
@@ -128,12 +128,13 @@ type WrittenStorage = (bool, SortedMap<U256, U256>);
 
 /// The block's changes so far, with the values read beside them: what a [`BlockState`] layers
 /// on its reader. It knows what the block wrote, so the block's diff comes from it directly
-/// instead of from merging every transaction's.
+/// instead of from merging every transaction's. Its keys use alloy's fixed-bytes hashers (see
+/// `InMemoryStorage`).
 #[derive(Debug, Default)]
 struct Overlay {
-    accounts: HashMap<Address, Cached<Option<Account>>>,
-    slots: HashMap<Address, Slots>,
-    codes: HashMap<B256, Bytecode>,
+    accounts: AddressMap<Cached<Option<Account>>>,
+    slots: AddressMap<Slots>,
+    codes: B256Map<Bytecode>,
 }
 
 impl Overlay {
@@ -141,7 +142,7 @@ impl Overlay {
     /// rehashing while the block runs.
     fn with_capacity(txs: usize) -> Self {
         Self {
-            accounts: HashMap::with_capacity_and_hasher(2 * txs, Default::default()),
+            accounts: AddressMap::with_capacity_and_hasher(2 * txs, Default::default()),
             ..Self::default()
         }
     }

@@ -2,15 +2,22 @@
 
 use super::{AccountEntry, StateReader, Storage, StorageError};
 use crate::state::{Account, StateDiff};
-use alloy_primitives::{Address, B256, U256, map::HashMap};
+use alloy_primitives::{
+    Address, B256, U256,
+    map::{AddressMap, B256Map, HashMap},
+};
 use revm::bytecode::Bytecode;
 
 /// A store held in memory; readers are plain shared references.
+///
+/// Addresses and hashes are keys of alloy's fixed-bytes hasher: the default one hashes them as
+/// byte slices of over 16 bytes, its slow path (2.6% of a sequential ERC-20 run with the block
+/// state's maps).
 #[derive(Debug, Default, Clone)]
 pub struct InMemoryStorage {
-    accounts: HashMap<Address, Account>,
-    storage: HashMap<Address, HashMap<U256, U256>>,
-    codes: HashMap<B256, Bytecode>,
+    accounts: AddressMap<Account>,
+    storage: AddressMap<HashMap<U256, U256>>,
+    codes: B256Map<Bytecode>,
     block_hashes: HashMap<u64, B256>,
 }
 
