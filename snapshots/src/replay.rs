@@ -413,9 +413,8 @@ impl<'a> Timing<'a> {
             && (rounds < runs.max(1) || (self.times.total < MIN_TIMED && rounds < MAX_RUNS))
     }
 
-    /// A sequential and a parallel run, the first of them taking turns (see `turn_order`),
-    /// whose outcomes must agree. `place`: where the block's round comes in the sweep over
-    /// the blocks (see [`Times::round`]).
+    /// A sequential and a parallel run, in [`sweep_order`], whose outcomes must agree.
+    /// `place`: where the block's round comes in the sweep over the blocks.
     fn round(&mut self, config: &ParallelConfig, place: usize) {
         let block = &self.snapshot.block;
         let result = match &self.store {
