@@ -277,8 +277,7 @@ impl Beneficiary {
     fn resolve(&mut self, block: &Block, outputs: Vec<Output>, outcomes: &mut Vec<TxOutcome>) {
         let mut gas = outcomes.last().map_or(0, |o| o.cumulative_gas_used);
         for output in outputs {
-            let tx_type = block.transactions[outcomes.len()].tx_type;
-            let Output { result, mut changes, fee } = output;
+            let Output { result, mut changes, fee, tx_type } = output;
             let result = match result {
                 Ok(result) => result,
                 Err(invalid) => {

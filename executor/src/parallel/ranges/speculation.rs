@@ -155,6 +155,8 @@ pub(super) struct Output {
     pub(super) result: Result<ExecutionResult, InvalidTransaction>,
     pub(super) changes: StateDiff,
     pub(super) fee: U256,
+    /// The transaction's type, read here while its `TxEnv` is in the cache.
+    pub(super) tx_type: u8,
 }
 
 /// What a later range did on its own.
@@ -316,10 +318,11 @@ fn speculate<R: StateReader>(
                     journal.database.state.commit_evm_state_with_room(&evm_state, block.spec, 1);
                 recycle(&mut journal.inner, evm_state);
                 let fee = beneficiary_fee(tx, block, &result);
-                Output { result: Ok(result), changes, fee }
+                Output { result: Ok(result), changes, fee, tx_type: tx.tx_type }
             }
             Err(EVMError::Transaction(invalid)) => {
-                Output { result: Err(invalid), changes: StateDiff::default(), fee: U256::ZERO }
+                let changes = StateDiff::default();
+                Output { result: Err(invalid), changes, fee: U256::ZERO, tx_type: tx.tx_type }
             }
             Err(EVMError::Database(RangeError::Beneficiary)) => break,
             Err(EVMError::Database(RangeError::Storage(e))) => return Err(e.into()),
