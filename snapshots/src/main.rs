@@ -72,7 +72,11 @@ fn main() -> ExitCode {
             let out = out.clone().unwrap_or_else(|| fixtures::cache_dir().join("captured"));
             run_capture(&RpcClient::new(rpc), block, &out)
         }
-        None => run(&args),
+        None => {
+            // Replays are timed: no timed run should be the one that grows the heap.
+            lockstep_harness::bench::prefault_heap(lockstep_harness::bench::PREFAULT_BYTES);
+            run(&args)
+        }
     })
 }
 
