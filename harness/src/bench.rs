@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// Which store a measurement ran on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
     Memory,
@@ -73,6 +73,8 @@ pub enum BenchError {
     Baseline { workload: String, revm: u64, executor: u64 },
     #[error("{workload}: cannot create the store: {message}")]
     Store { workload: String, message: String },
+    #[error("{workload} on {storage}: cannot measure peak memory: {message}")]
+    Memory { workload: String, storage: &'static str, message: String },
 }
 
 /// One row of the performance report.
@@ -93,6 +95,8 @@ pub struct PerfRow {
     /// How many speculative ranges the parallel path ran the block as (0: Block-STM or the
     /// sequential path).
     pub ranges: usize,
+    /// Peak resident memory of a process that builds the row's store and runs its block
+    /// once on each path (see [`peak_memory`]).
     pub peak_rss_mb: f64,
     /// The plain revm `transact_commit` loop on the same block and store (median).
     pub revm_baseline_ms: f64,
@@ -130,8 +134,8 @@ pub fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-/// Heap the snapshot runner faults in before it times anything: well above its peak (about
-/// 400 MB with both stores), so that no timed run is the one that grows the heap.
+/// Heap the measuring binaries fault in before they time anything: well above their peak
+/// (about 400 MB), so that no timed run is the one that grows the heap.
 pub const PREFAULT_BYTES: usize = 1 << 30;
 
 /// Touches `bytes` of fresh heap and frees it again; with [`keep_freed_memory`] in force the
@@ -147,11 +151,6 @@ pub fn prefault_heap(bytes: usize) {
     let chunks: Vec<Vec<u8>> = (0..bytes / CHUNK).map(|_| vec![1; CHUNK]).collect();
     // Kept from being optimized away: the pages must really be touched.
     drop(std::hint::black_box(chunks));
-}
-
-/// Resets the kernel's peak-RSS counter of this process (Linux; a no-op elsewhere).
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident memory of this process since the last reset, in MiB.
@@ -327,16 +326,16 @@ const WARM_UP_ROUNDS: usize = 2;
 
 /// Measures `workload` on one store: `runs` rounds of the sequential path, the parallel path
 /// and the plain revm loop, in turns (see [`turn_order`]), after [`WARM_UP_ROUNDS`] untimed
-/// ones, then the [`Copies`]' ceiling.
+/// ones, then the [`Copies`]' ceiling. The row's peak memory is `peak_rss_mb`, measured apart.
 pub fn measure<S: Storage>(
     workload: &Workload,
     store: &S,
     storage: StorageKind,
     config: &ParallelConfig,
     runs: usize,
+    peak_rss_mb: f64,
 ) -> Result<PerfRow, BenchError> {
     let fail = |source| BenchError::Execution { workload: workload.name.clone(), source };
-    reset_peak_rss();
     let (mut seq_times, mut par_times, mut base_times) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for round in 0..WARM_UP_ROUNDS + runs.max(1) {
@@ -370,7 +369,6 @@ pub fn measure<S: Storage>(
         last = Some((parallel.gas_used, stats.re_executions(), stats.fallback, stats.ranges));
     }
     let (gas_used, re_executions, fallback, ranges) = last.expect("at least one run");
-    let peak_rss_mb = peak_rss_mb();
     let copies = Copies::new(config.threads.get());
     let ceiling = copies.ceiling(runs, 1, || sequential::execute(store, &workload.block));
     let ceiling = ceiling.map_err(fail)?;
@@ -393,19 +391,16 @@ pub fn measure<S: Storage>(
     })
 }
 
-/// Measures `workload` on each requested store.
-pub fn measure_all(
-    workload: &Workload,
-    storages: &[StorageKind],
-    config: &ParallelConfig,
-    runs: usize,
-) -> Result<Vec<PerfRow>, BenchError> {
-    let diff = StateDiff::from_alloc(&workload.alloc);
-    let mut rows = Vec::new();
-    for storage in storages {
-        let row = match storage {
+/// `$run` with `$store` bound to a new `$storage` store holding `$workload`'s pre-state (a
+/// macro: what runs on the store is generic over its type).
+macro_rules! on_store {
+    ($workload:expr, $storage:expr, |$store:ident| $run:expr) => {{
+        let workload: &Workload = $workload;
+        let diff = StateDiff::from_alloc(&workload.alloc);
+        match $storage {
             StorageKind::Memory => {
-                measure(workload, &InMemoryStorage::from_diff(&diff), *storage, config, runs)?
+                let $store = &InMemoryStorage::from_diff(&diff);
+                $run
             }
             StorageKind::Mdbx => {
                 let store_err = |e: &dyn std::fmt::Display| BenchError::Store {
@@ -413,13 +408,48 @@ pub fn measure_all(
                     message: e.to_string(),
                 };
                 let dir = tempfile::tempdir().map_err(|e| store_err(&e))?;
-                let store = MdbxStorage::create(dir.path(), &diff).map_err(|e| store_err(&e))?;
-                measure(workload, &store, *storage, config, runs)?
+                let $store = &MdbxStorage::create(dir.path(), &diff).map_err(|e| store_err(&e))?;
+                $run
             }
-        };
-        rows.push(row);
+        }
+    }};
+}
+/// Measures `workload` on each requested store; `peak` gives each row's peak memory (see
+/// [`peak_memory`]), asked before the row is timed.
+pub fn measure_all(
+    workload: &Workload,
+    storages: &[StorageKind],
+    config: &ParallelConfig,
+    runs: usize,
+    peak: &mut dyn FnMut(StorageKind) -> Result<f64, BenchError>,
+) -> Result<Vec<PerfRow>, BenchError> {
+    let mut rows = Vec::new();
+    for storage in storages {
+        let peak_rss_mb = peak(*storage)?;
+        rows.push(on_store!(workload, *storage, |store| {
+            measure(workload, store, *storage, config, runs, peak_rss_mb)
+        })?);
     }
     Ok(rows)
+}
+
+/// The peak resident memory of this process in MiB, once it has built a `storage` store for
+/// `workload` and run the block once on each path (checked to agree). In a process that does
+/// nothing else (`lockstep memory`, which `perf` runs for each row) this is what the block
+/// takes, store and outcomes included; `perf`'s own process holds the heap it faulted in
+/// up front (see [`prefault_heap`]), which would hide it.
+pub fn peak_memory(
+    workload: &Workload,
+    storage: StorageKind,
+    config: &ParallelConfig,
+) -> Result<f64, BenchError> {
+    let fail = |source| BenchError::Execution { workload: workload.name.clone(), source };
+    on_store!(workload, storage, |store| {
+        let sequential = sequential::execute(store, &workload.block).map_err(fail)?;
+        let parallel = parallel::execute(store, &workload.block, config).map_err(fail)?;
+        check(workload, storage, &sequential, &parallel)?;
+        Ok(peak_rss_mb())
+    })
 }
 
 /// How the parallel path ran a block, for tables: Block-STM, speculative ranges, or the

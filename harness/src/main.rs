@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_executor::ParallelConfig;
 use lockstep_harness::{
     WorkloadKind,
-    bench::{self, PerfRow, StorageArg},
+    bench::{self, BenchError, PerfRow, StorageArg, StorageKind},
 };
 use std::{path::PathBuf, process::ExitCode};
 
@@ -27,6 +27,21 @@ enum Command {
     /// medians, speedup, gas/s, re-executions and peak memory. Every run is also checked:
     /// parallel must equal sequential.
     Perf(PerfArgs),
+    /// Run one workload once on each path on one store and print this process's peak
+    /// memory in MiB: `perf` runs it in a process of its own for each row.
+    #[command(hide = true)]
+    Memory {
+        #[arg(long, value_enum)]
+        workload: WorkloadArg,
+        #[arg(long, value_enum)]
+        storage: StorageKind,
+        #[arg(long)]
+        gas: u64,
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        always_parallel: bool,
+    },
     /// Run one path repeatedly on one in-memory workload, for a profiler to watch.
     #[command(hide = true)]
     Profile {
@@ -64,11 +79,7 @@ fn profile(
     use lockstep_executor::{InMemoryStorage, StateDiff, parallel, sequential};
     let workload = kind.generate(gas);
     let store = InMemoryStorage::from_diff(&StateDiff::from_alloc(&workload.alloc));
-    let config = if always_parallel {
-        ParallelConfig::always_parallel(threads)
-    } else {
-        ParallelConfig::with_threads(threads)
-    };
+    let config = config(threads, always_parallel);
     // Time the runs only: dropping an outcome (or building revm's database) is not counted,
     // as in `perf`.
     let mut times = Vec::with_capacity(iterations);
@@ -142,33 +153,73 @@ struct PerfArgs {
     always_parallel: bool,
 }
 
-fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
-    let kinds: Vec<WorkloadKind> = if args.workload.is_empty() {
-        WorkloadKind::ALL.to_vec()
+fn config(threads: usize, always_parallel: bool) -> ParallelConfig {
+    if always_parallel {
+        ParallelConfig::always_parallel(threads)
     } else {
-        args.workload.iter().map(|w| w.kind()).collect()
+        ParallelConfig::with_threads(threads)
+    }
+}
+
+fn perf(args: &PerfArgs) -> Result<Vec<PerfRow>, String> {
+    let workloads = if args.workload.is_empty() {
+        WorkloadArg::value_variants().to_vec()
+    } else {
+        args.workload.clone()
     };
     let storages = args.storage.kinds();
-    let config = if args.always_parallel {
-        ParallelConfig::always_parallel(args.threads)
-    } else {
-        ParallelConfig::with_threads(args.threads)
-    };
-    let bar = ProgressBar::new(kinds.len() as u64).with_style(
+    let config = config(args.threads, args.always_parallel);
+    let bar = ProgressBar::new(workloads.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("static template"),
     );
+    // Every timed run then reuses memory already mapped (see `bench::prefault_heap`); the
+    // peak memory of each row is measured in a process of its own, which this heap would hide.
+    bench::prefault_heap(bench::PREFAULT_BYTES);
     let mut rows = Vec::new();
-    for kind in kinds {
-        bar.set_message(kind.name());
-        let workload = kind.generate(args.gas);
+    for arg in workloads {
+        let workload = arg.kind().generate(args.gas);
+        bar.set_message(workload.name.clone());
+        let mut peak = |storage| peak_memory_apart(args, arg, storage, &workload.name);
         rows.extend(
-            bench::measure_all(&workload, &storages, &config, args.runs)
+            bench::measure_all(&workload, &storages, &config, args.runs, &mut peak)
                 .map_err(|e| e.to_string())?,
         );
         bar.inc(1);
     }
     bar.finish_and_clear();
     Ok(rows)
+}
+
+/// How `value` is spelled on the command line.
+fn spelled(value: &impl ValueEnum) -> String {
+    value.to_possible_value().expect("no skipped values").get_name().to_string()
+}
+
+/// The peak memory of `lockstep memory` run as a child process for one row of `perf`.
+fn peak_memory_apart(
+    args: &PerfArgs,
+    workload: WorkloadArg,
+    storage: StorageKind,
+    name: &str,
+) -> Result<f64, BenchError> {
+    let fail = |message: String| BenchError::Memory {
+        workload: name.to_string(),
+        storage: storage.name(),
+        message,
+    };
+    let mut command =
+        std::process::Command::new(std::env::current_exe().map_err(|e| fail(e.to_string()))?);
+    command.args(["memory", "--workload", &spelled(&workload), "--storage", &spelled(&storage)]);
+    command.args(["--gas", &args.gas.to_string(), "--threads", &args.threads.to_string()]);
+    if args.always_parallel {
+        command.arg("--always-parallel");
+    }
+    let output = command.output().map_err(|e| fail(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(fail(String::from_utf8_lossy(&output.stderr).trim().to_string()));
+    }
+    stdout.trim().parse().map_err(|_| fail(format!("not a number: {stdout:?}")))
 }
 
 #[global_allocator]
@@ -178,6 +229,19 @@ fn main() -> ExitCode {
     bench::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
+        Command::Memory { workload, storage, gas, threads, always_parallel } => {
+            let workload = workload.kind().generate(gas);
+            match bench::peak_memory(&workload, storage, &config(threads, always_parallel)) {
+                Ok(peak) => {
+                    println!("{peak:.1}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Profile { workload, path, gas, iterations, threads, always_parallel } => {
             profile(workload.kind(), path, gas, iterations, threads, always_parallel);
             ExitCode::SUCCESS

@@ -26,16 +26,24 @@ fn the_revm_baseline_uses_the_gas_the_executor_does() {
 #[test]
 fn rows_cover_each_store_with_positive_times() {
     let workload = WorkloadKind::Erc20Transfers.generate(30 * 50_400);
+    // Each row's peak memory comes from `peak`, asked once per store, before the row.
+    let mut asked = Vec::new();
+    let mut peak = |storage| {
+        asked.push(storage);
+        Ok(100.0 + asked.len() as f64)
+    };
     let rows = bench::measure_all(
         &workload,
         &[StorageKind::Memory, StorageKind::Mdbx],
         &ParallelConfig::always_parallel(2),
         2,
+        &mut peak,
     )
     .unwrap();
+    assert_eq!(asked, [StorageKind::Memory, StorageKind::Mdbx]);
     assert_eq!(
-        rows.iter().map(|r| r.storage).collect::<Vec<_>>(),
-        [StorageKind::Memory, StorageKind::Mdbx]
+        rows.iter().map(|r| (r.storage, r.peak_rss_mb)).collect::<Vec<_>>(),
+        [(StorageKind::Memory, 101.0), (StorageKind::Mdbx, 102.0)]
     );
     for row in &rows {
         assert_eq!(row.txs, 30);
@@ -76,9 +84,8 @@ fn ranges_rows_run_on_both_stores_and_say_so() {
     let workload = WorkloadKind::AmmSwaps.generate(64 * WorkloadKind::AmmSwaps.gas_per_tx());
     let stores = [StorageKind::Memory, StorageKind::Mdbx];
     for threads in [2, 3] {
-        let rows =
-            bench::measure_all(&workload, &stores, &ParallelConfig::always_ranges(threads), 1)
-                .unwrap();
+        let config = ParallelConfig::always_ranges(threads);
+        let rows = bench::measure_all(&workload, &stores, &config, 1, &mut |_| Ok(0.0)).unwrap();
         assert_eq!(rows.len(), 2);
         for row in &rows {
             assert!(row.ranges >= threads && row.fallback.is_none(), "{row:?}");
@@ -86,4 +93,32 @@ fn ranges_rows_run_on_both_stores_and_say_so() {
             assert_eq!(bench::path_name(row.fallback, row.ranges), "ranges");
         }
     }
+}
+
+#[test]
+fn the_memory_command_prints_the_peak_of_a_process_that_ran_the_block() {
+    let run = |workload: &str, gas: &str| {
+        let args = ["memory", "--workload", workload, "--storage", "mdbx", "--gas", gas];
+        std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(args)
+            .args(["--threads", "2"])
+            .output()
+            .unwrap()
+    };
+    let small = run("raw-transfers", "2100000");
+    assert!(small.status.success(), "{}", String::from_utf8_lossy(&small.stderr));
+    let small: f64 = String::from_utf8_lossy(&small.stdout).trim().parse().unwrap();
+    // A hundred transfers need a few MiB beyond the program; 20,000 need tens more.
+    let large = run("raw-transfers", "420000000");
+    let large: f64 = String::from_utf8_lossy(&large.stdout).trim().parse().unwrap();
+    assert!(small > 1.0 && large > small + 10.0, "{small} MiB, then {large} MiB");
+}
+
+#[test]
+fn peak_memory_is_this_processs_peak_after_the_runs() {
+    let workload = WorkloadKind::Erc20Transfers.generate(20 * 50_400);
+    let config = ParallelConfig::always_parallel(2);
+    let peak = bench::peak_memory(&workload, StorageKind::Memory, &config).unwrap();
+    let after = bench::peak_rss_mb();
+    assert!(peak > 0.0 && peak <= after && peak > after - 1.0, "{peak} MiB, {after} after");
 }
