@@ -38,6 +38,24 @@ pub(super) fn early_candidates(block: &Block) -> Vec<TxIdx> {
     early
 }
 
+/// How many of `block`'s transactions the sender of more than half of them signs, if one
+/// does: Boyer and Moore's majority vote, two passes without hashing. Blocks one sender
+/// dominates run sequentially, and hashing every sender ([`Senders::of`]) only to learn that
+/// cost about 2% of such a block (12520364: 660 transactions, 1.4 ms).
+pub(super) fn majority_sender(block: &Block) -> Option<usize> {
+    let callers = || block.transactions.iter().map(|tx| tx.caller);
+    let (mut candidate, mut lead) = (None, 0usize);
+    for caller in callers() {
+        if lead == 0 {
+            candidate = Some(caller);
+        }
+        lead = if candidate == Some(caller) { lead + 1 } else { lead - 1 };
+    }
+    let candidate = candidate?;
+    let count = callers().filter(|caller| *caller == candidate).count();
+    (2 * count > block.transactions.len()).then_some(count)
+}
+
 /// Who signs a block's transactions, as far as scheduling cares.
 pub(super) struct Senders {
     /// How many transactions the most frequent sender signs.
@@ -145,6 +163,23 @@ mod tests {
             })
             .collect();
         Block { transactions, ..Block::default() }
+    }
+
+    #[test]
+    fn the_majority_sender_is_found_only_past_half() {
+        let block = |senders: &[u8]| Block {
+            transactions: (senders.iter())
+                .map(|&s| TxEnv { caller: Address::repeat_byte(s), ..Default::default() })
+                .collect(),
+            ..Block::default()
+        };
+        assert_eq!(majority_sender(&block(&[])), None);
+        assert_eq!(majority_sender(&block(&[7])), Some(1));
+        // The vote's last candidate is 3, which is no majority: the count decides.
+        assert_eq!(majority_sender(&block(&[1, 1, 2, 2, 3])), None);
+        assert_eq!(majority_sender(&block(&[1, 2, 1, 2])), None, "half is not more than half");
+        assert_eq!(majority_sender(&block(&[2, 1, 2, 3, 2, 4, 2])), Some(4));
+        assert_eq!(majority_sender(&block(&[1, 2, 3, 9, 9, 9, 9])), Some(4));
     }
 
     #[test]

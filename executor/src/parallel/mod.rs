@@ -208,9 +208,13 @@ const SPLIT_SETUP_TXS: usize = 2048;
 /// run. On a large block a pool thread hashes the senders and the calls while this one
 /// builds the shared state (allocated here, where the run frees it).
 fn setup<'a>(block: &'a Block, config: &ParallelConfig) -> Option<(Senders, Shared<'a>, Calls)> {
-    let one_sender = |senders: &Senders| {
-        senders.top_count as f64 > config.max_sender_share * block.transactions.len() as f64
-    };
+    let too_many =
+        |count: usize| count as f64 > config.max_sender_share * block.transactions.len() as f64;
+    // Above half, only a majority sender can sign too much, and a vote finds it unhashed.
+    if config.max_sender_share >= 0.5 && hints::majority_sender(block).is_some_and(too_many) {
+        return None;
+    }
+    let one_sender = |senders: &Senders| too_many(senders.top_count);
     let helpers = config.threads.get() - 1;
     if block.transactions.len() < SPLIT_SETUP_TXS || helpers == 0 {
         // Hashing every sender costs more than the checks before: only for a block that
