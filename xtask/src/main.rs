@@ -158,6 +158,25 @@ fn release_bin(package: &str, bin: &str, args: &[&str]) -> Result<(), String> {
     cargo(&all)
 }
 
+/// `perf`'s own flags picked out of the arguments for `lockstep perf` as well: once one of
+/// those is given, the parser hands every later argument on, `--no-snapshots` and `--json`
+/// included (`cargo xtask perf --gas 100000000 --no-snapshots`).
+fn perf_args(args: Vec<String>, json: PathBuf, no_snapshots: bool) -> (Vec<String>, PathBuf, bool) {
+    let (mut rest, mut json, mut no_snapshots) = (Vec::new(), json, no_snapshots);
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--no-snapshots" => no_snapshots = true,
+            "--json" => json = args.next().map_or(json, PathBuf::from),
+            _ => match arg.strip_prefix("--json=") {
+                Some(path) => json = PathBuf::from(path),
+                None => rest.push(arg),
+            },
+        }
+    }
+    (rest, json, no_snapshots)
+}
+
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
@@ -165,6 +184,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 fn run(task: Task) -> Result<(), String> {
     match task {
         Task::Perf { json, no_snapshots, args } => {
+            let (args, json, no_snapshots) = perf_args(args, json, no_snapshots);
             let json = json.to_string_lossy().into_owned();
             let mut all = vec!["perf", "--json", &json];
             all.extend(strs(&args));
@@ -205,5 +225,27 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_flags_are_found_among_the_forwarded_arguments() {
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let default = PathBuf::from("target/perf.json");
+        let given = args(&["--gas", "100", "--no-snapshots", "--json", "a.json", "--runs", "2"]);
+        let (rest, json, skip) = perf_args(given, default.clone(), false);
+        assert_eq!(
+            (rest, json, skip),
+            (args(&["--gas", "100", "--runs", "2"]), "a.json".into(), true)
+        );
+        let (rest, json, skip) = perf_args(args(&["--json=b.json"]), default.clone(), false);
+        assert_eq!((rest, json, skip), (vec![], "b.json".into(), false));
+        let (rest, json, skip) =
+            perf_args(args(&["--workload", "amm-swaps"]), default.clone(), true);
+        assert_eq!((rest, json, skip), (args(&["--workload", "amm-swaps"]), default, true));
     }
 }
