@@ -153,7 +153,7 @@ pub fn prefault_heap(bytes: usize) {
     drop(std::hint::black_box(chunks));
 }
 
-/// Peak resident memory of this process since the last reset, in MiB.
+/// Peak resident memory of this process so far, in MiB.
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -414,6 +414,7 @@ macro_rules! on_store {
         }
     }};
 }
+
 /// Measures `workload` on each requested store; `peak` gives each row's peak memory (see
 /// [`peak_memory`]), asked before the row is timed.
 pub fn measure_all(
