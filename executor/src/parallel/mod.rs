@@ -258,7 +258,7 @@ impl<T> Handoff<T> {
 /// It wakes the helpers first and prepares while they wake up: waking a parked thread cost
 /// the caller 40 us on this machine, and the helper ran 25 us after that. Preparing costs
 /// about 0.1 us per transaction in each of three parts (the senders and the calls hashed,
-/// the shared state allocated: 120 us of block 13217637's 1,100 transactions), and helper 1
+/// the shared state allocated: 130 us of block 13217637's 1,100 transactions), and helper 1
 /// hashes the senders and calls meanwhile if it is awake in time.
 struct Start<'a, S: ?Sized> {
     storage: &'a S,
