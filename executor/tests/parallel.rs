@@ -119,21 +119,21 @@ fn a_sender_below_half_is_caught_once_a_helper_hashed_the_senders() {
     // lower share is found once the senders are hashed, by helper 1 while the run is being
     // prepared or by the calling thread when it gets there first. Either way the run does
     // not start, and the helpers it woke go back.
-    let mut block = WorkloadKind::Erc20Transfers.generate(100 * 50_400);
+    let mut workload = WorkloadKind::Erc20Transfers.generate(100 * 50_400);
     // Two in five are one sender's: not a majority.
-    let sender = block.block.transactions[0].caller;
-    let mine = (0..block.block.transactions.len()).filter(|i| i % 5 < 2);
+    let sender = workload.block.transactions[0].caller;
+    let mine = (0..workload.block.transactions.len()).filter(|i| i % 5 < 2);
     for (nonce, i) in mine.enumerate() {
-        let tx = &mut block.block.transactions[i];
+        let tx = &mut workload.block.transactions[i];
         (tx.caller, tx.nonce) = (sender, nonce as u64);
     }
     for threads in [1, 2, 3] {
         let strict =
             ParallelConfig { max_sender_share: 0.3, ..ParallelConfig::with_threads(threads) };
-        let outcome = assert_identical(&block, &strict);
+        let outcome = assert_identical(&workload, &strict);
         assert_eq!(outcome.stats.fallback, Some(Fallback::OneSender), "{threads} threads");
         let lenient = ParallelConfig { max_sender_share: 0.5, ..strict };
-        let outcome = assert_identical(&block, &lenient);
+        let outcome = assert_identical(&workload, &lenient);
         assert_eq!(outcome.stats.fallback, None, "{threads} threads");
         assert!(!outcome.stats.sequential);
     }
