@@ -237,7 +237,8 @@ impl<T> Handoff<T> {
         drop(on_panic);
     }
 
-    /// The value once published (spinning until then: it comes within microseconds).
+    /// The value once published, spinning until then: it comes within the hundred or so
+    /// microseconds a run takes to prepare.
     fn wait(&self) -> Option<&T> {
         let mut idle = 0;
         loop {
