@@ -92,6 +92,11 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.0.is_empty()
     }
 
+    /// The entries in key order.
+    pub fn as_slice(&self) -> &[(K, V)] {
+        &self.0
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + ExactSizeIterator {
         self.0.iter().map(|(k, v)| (k, v))
     }

@@ -2,11 +2,10 @@
 //! beneficiary as the fees leave it, the pre-block calls' changes underneath.
 
 use super::Beneficiary;
-use crate::{sorted_map::SortedMap, state::AccountDiff};
+use crate::{key_order::Words, sorted_map::SortedMap, state::AccountDiff};
 use alloy_primitives::Address;
 use std::{
     borrow::Cow,
-    iter::Peekable,
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -22,62 +21,92 @@ pub(super) fn merge(
     last: Option<SortedMap<Address, AccountDiff>>,
     in_vain: &AtomicBool,
 ) -> Option<SortedMap<Address, AccountDiff>> {
-    let mut layers: Vec<Layer<'_>> =
-        std::iter::once(Layer::Borrowed(pre_block.into_iter().peekable()))
-            .chain([Layer::Owned(first.into_iter().peekable())])
-            .chain(middle.iter().map(|layer| Layer::Borrowed(layer.into_iter().peekable())))
-            .chain(last.map(|layer| Layer::Owned(layer.into_iter().peekable())))
-            .collect();
-    let mut merged = Vec::with_capacity(layers.iter().map(Layer::len).sum());
-    loop {
+    let layers = std::iter::once(Entries::Borrowed(pre_block.as_slice().iter()))
+        .chain([Entries::Owned(first.into_iter())])
+        .chain(middle.iter().map(|layer| Entries::Borrowed(layer.as_slice().iter())))
+        .chain(last.map(|layer| Entries::Owned(layer.into_iter())));
+    // Only the layers with entries left, in block order.
+    let mut layers: Vec<Layer<'_>> = layers.filter_map(Layer::new).collect();
+    let mut merged = Vec::with_capacity(layers.iter().map(|layer| layer.entries.len()).sum());
+    while !layers.is_empty() {
         // Often enough to stop within microseconds, rarely enough to cost nothing.
         if merged.len() % 1024 == 0 && in_vain.load(Ordering::Relaxed) {
             return None;
         }
-        let Some(address) = layers.iter_mut().filter_map(Layer::peek).min() else { break };
-        let mut change: Option<AccountDiff> = None;
-        for layer in &mut layers {
-            if let Some(on_top) = layer.next_if(address) {
-                match &mut change {
-                    Some(change) => change.merge(&on_top),
-                    None => change = Some(on_top.into_owned()),
-                }
+        // The lowest next address, in its earliest layer: the others go on top of it.
+        let (lowest, key) =
+            (layers.iter().enumerate()).fold((0, layers[0].key), |low, (i, layer)| {
+                if layer.key < low.1 { (i, layer.key) } else { low }
+            });
+        let (address, change) = layers[lowest].take();
+        let mut change = change.into_owned();
+        let mut emptied = layers[lowest].key == Layer::DONE;
+        for layer in &mut layers[lowest + 1..] {
+            if layer.key == key {
+                change.merge(&layer.take().1);
+                emptied |= layer.key == Layer::DONE;
             }
         }
-        merged.push((address, change.expect("some layer holds the address")));
+        merged.push((address, change));
+        if emptied {
+            layers.retain(|layer| layer.key != Layer::DONE);
+        }
     }
     Some(SortedMap::from_sorted(merged))
 }
 
-/// A layer of changes as [`merge`] reads it, address by address.
-enum Layer<'a> {
-    Owned(Peekable<std::vec::IntoIter<(Address, AccountDiff)>>),
-    Borrowed(Peekable<<&'a SortedMap<Address, AccountDiff> as IntoIterator>::IntoIter>),
+/// A layer of changes as [`merge`] reads it, moved from or copied from.
+enum Entries<'a> {
+    Owned(std::vec::IntoIter<(Address, AccountDiff)>),
+    Borrowed(std::slice::Iter<'a, (Address, AccountDiff)>),
+}
+
+impl Entries<'_> {
+    fn as_slice(&self) -> &[(Address, AccountDiff)] {
+        match self {
+            Self::Owned(entries) => entries.as_slice(),
+            Self::Borrowed(entries) => entries.as_slice(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+/// A layer with the sort key of its next address, so that finding the lowest compares
+/// integers: comparing addresses as byte strings, and peeking every layer twice per address,
+/// made the merge of the raw transfers' ranges take 4.6-5.1 ms instead of 2.5-2.9.
+struct Layer<'a> {
+    entries: Entries<'a>,
+    key: [u64; 3],
 }
 
 impl<'a> Layer<'a> {
-    fn len(&self) -> usize {
-        match self {
-            Self::Owned(layer) => layer.len(),
-            Self::Borrowed(layer) => layer.len(),
-        }
+    /// Above every address's key: the layer has no entry left.
+    const DONE: [u64; 3] = [u64::MAX; 3];
+
+    fn new(entries: Entries<'a>) -> Option<Self> {
+        let mut layer = Self { entries, key: Self::DONE };
+        layer.key = layer.next_key()?;
+        Some(layer)
     }
 
-    fn peek(&mut self) -> Option<Address> {
-        match self {
-            Self::Owned(layer) => layer.peek().map(|(address, _)| *address),
-            Self::Borrowed(layer) => layer.peek().map(|(address, _)| **address),
-        }
+    /// The key of the next address, if any is left.
+    fn next_key(&self) -> Option<[u64; 3]> {
+        let (address, _) = self.entries.as_slice().first()?;
+        let [a, b, c, _] = address.words();
+        Some([a, b, c])
     }
 
-    /// The layer's change of `address`, if that is its next.
-    fn next_if(&mut self, address: Address) -> Option<Cow<'a, AccountDiff>> {
-        match self {
-            Self::Owned(layer) => layer.next_if(|(a, _)| *a == address).map(|(_, c)| Cow::Owned(c)),
-            Self::Borrowed(layer) => {
-                layer.next_if(|(a, _)| **a == address).map(|(_, c)| Cow::Borrowed(c))
-            }
-        }
+    /// The next change; the key moves on (to [`Self::DONE`] past the last).
+    fn take(&mut self) -> (Address, Cow<'a, AccountDiff>) {
+        let taken = match &mut self.entries {
+            Entries::Owned(entries) => entries.next().map(|(a, c)| (a, Cow::Owned(c))),
+            Entries::Borrowed(entries) => entries.next().map(|(a, c)| (*a, Cow::Borrowed(c))),
+        };
+        self.key = self.next_key().unwrap_or(Self::DONE);
+        taken.expect("a layer with a key has an entry")
     }
 }
 
@@ -162,6 +191,41 @@ mod tests {
         // Whether a layer is moved or copied from, the merge is the same.
         let borrowed = merge(&pre, SortedMap::new(), &[first, middle, last], None, &go);
         assert_eq!(borrowed.unwrap(), expected);
+    }
+
+    #[test]
+    fn merge_matches_applying_the_layers_one_after_another() {
+        // Addresses that share their first eight or sixteen bytes, and the highest one, so
+        // that every word of the sort key decides some order.
+        let address = |i: u64| {
+            let mut bytes = [0xffu8; 20];
+            bytes[..8].copy_from_slice(&(i % 3).to_be_bytes());
+            bytes[8..16].copy_from_slice(&(i % 5).to_be_bytes());
+            bytes[16..].copy_from_slice(&((i % 7) as u32).to_be_bytes());
+            if i % 11 == 0 { Address::repeat_byte(0xff) } else { Address::from(bytes) }
+        };
+        let layer = |seed: u64, count: u64| -> SortedMap<Address, AccountDiff> {
+            (0..count)
+                .map(|i| {
+                    let n = seed * 31 + i * 17;
+                    (address(n), change(n, n % 4 == 0, &[(n % 3, n), (n % 5, n + 1)]))
+                })
+                .collect()
+        };
+        let layers: Vec<_> = (1..=5).map(|seed| layer(seed, 20 + seed * 7)).collect();
+        let mut expected: SortedMap<Address, AccountDiff> = SortedMap::new();
+        for layer in &layers {
+            for (address, on_top) in layer {
+                match expected.get_mut(address) {
+                    Some(change) => change.merge(on_top),
+                    None => drop(expected.insert(*address, on_top.clone())),
+                }
+            }
+        }
+        let go = AtomicBool::new(false);
+        let [pre, first, middle @ .., last] = &layers[..] else { unreachable!() };
+        let merged = merge(pre, first.clone(), middle, Some(last.clone()), &go);
+        assert_eq!(merged.unwrap(), expected);
     }
 
     #[test]
