@@ -202,13 +202,13 @@ mod tests {
             bytes[..8].copy_from_slice(&(i % 3).to_be_bytes());
             bytes[8..16].copy_from_slice(&(i % 5).to_be_bytes());
             bytes[16..].copy_from_slice(&((i % 7) as u32).to_be_bytes());
-            if i % 11 == 0 { Address::repeat_byte(0xff) } else { Address::from(bytes) }
+            if i.is_multiple_of(11) { Address::repeat_byte(0xff) } else { Address::from(bytes) }
         };
         let layer = |seed: u64, count: u64| -> SortedMap<Address, AccountDiff> {
             (0..count)
                 .map(|i| {
                     let n = seed * 31 + i * 17;
-                    (address(n), change(n, n % 4 == 0, &[(n % 3, n), (n % 5, n + 1)]))
+                    (address(n), change(n, n.is_multiple_of(4), &[(n % 3, n), (n % 5, n + 1)]))
                 })
                 .collect()
         };

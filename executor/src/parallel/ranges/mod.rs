@@ -69,10 +69,11 @@ pub(crate) fn execute<R: StateReader>(
     reader: impl Fn() -> Result<R, StorageError> + Sync,
 ) -> Result<Ranges, ExecutionError> {
     let txs = block.transactions.len();
-    let bounds = bounds(block, config.threads.get(), config.chaos);
+    let gas = claims::gas_before_each(block);
+    let bounds = bounds(&gas, config.threads.get(), config.chaos);
     // Under chaos any chunk will do, so that small test blocks run as many ranges.
     let min_chunk = if config.chaos.is_some() { 1 } else { claims::MIN_CHUNK_TXS };
-    let claims = Claims::new(block, bounds[1], min_chunk);
+    let claims = Claims::new(gas, bounds[1], min_chunk);
     let later: Mutex<Vec<Result<Speculation, ExecutionError>>> = Mutex::default();
     let parent = block.parent();
     let mut first = None;
@@ -223,9 +224,9 @@ pub(crate) fn execute<R: StateReader>(
 }
 
 /// Where the ranges start, and the block's end: as many ranges as `workers`, of about equal
-/// gas limits (at random places under chaos).
-fn bounds(block: &Block, workers: usize, chaos: Option<u64>) -> Vec<usize> {
-    let txs = block.transactions.len();
+/// gas limits (`gas`: see [`claims::gas_before_each`]; at random places under chaos).
+fn bounds(gas: &[u128], workers: usize, chaos: Option<u64>) -> Vec<usize> {
+    let txs = gas.len() - 1;
     let mut bounds = vec![0];
     if let Some(seed) = chaos {
         let mut chaos = Chaos::new(seed, usize::MAX);
@@ -233,15 +234,11 @@ fn bounds(block: &Block, workers: usize, chaos: Option<u64>) -> Vec<usize> {
         cuts.sort_unstable();
         bounds.extend(cuts);
     } else {
-        let total: u128 = block.transactions.iter().map(|tx| u128::from(tx.gas_limit)).sum();
-        let mut sum = 0u128;
-        for (index, tx) in block.transactions.iter().enumerate() {
-            while bounds.len() < workers && sum * workers as u128 >= total * bounds.len() as u128 {
-                bounds.push(index);
-            }
-            sum += u128::from(tx.gas_limit);
-        }
-        bounds.resize(workers, txs);
+        // Range k starts at the first transaction with k shares of the gas before it.
+        let (total, shares) = (gas[txs], workers as u128);
+        let start =
+            |k: usize| gas[..txs].partition_point(|&before| before * shares < total * k as u128);
+        bounds.extend((1..workers).map(start));
     }
     bounds.push(txs);
     bounds
@@ -316,4 +313,44 @@ fn last_writer(outcomes: &[TxOutcome], key: &StateKey) -> Option<usize> {
                 .is_some_and(|c| c.storage_cleared || c.storage.contains_key(slot)),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use revm::context::TxEnv;
+
+    #[test]
+    fn ranges_start_at_equal_shares_of_the_gas() {
+        // Every hundredth transaction holds as much gas as fifty of the others.
+        let limits: Vec<u64> =
+            (0..1000).map(|i| if i % 100 == 7 { 1_050_000 } else { 21_000 }).collect();
+        let transactions = limits.iter().map(|&gas_limit| TxEnv { gas_limit, ..TxEnv::default() });
+        let block = Block { transactions: transactions.collect(), ..Block::default() };
+        let gas = claims::gas_before_each(&block);
+        let total: u64 = limits.iter().sum();
+        for workers in 1..=5 {
+            let bounds = bounds(&gas, workers, None);
+            assert_eq!((bounds.len(), bounds[0], bounds[workers]), (workers + 1, 0, 1000));
+            for (k, start) in bounds[1..workers].iter().enumerate() {
+                // The first transaction with k + 1 shares of the gas before it.
+                let before = |tx: usize| limits[..tx].iter().sum::<u64>() * workers as u64;
+                let share = total * (k as u64 + 1);
+                assert!(before(*start) >= share, "{workers} workers, range {}", k + 1);
+                assert!(*start == 0 || before(start - 1) < share, "{workers} workers, {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn chaos_cuts_anywhere_in_order() {
+        let transactions = (0..50).map(|_| TxEnv { gas_limit: 21_000, ..TxEnv::default() });
+        let block = Block { transactions: transactions.collect(), ..Block::default() };
+        let gas = claims::gas_before_each(&block);
+        for seed in 0..20 {
+            let bounds = bounds(&gas, 4, Some(seed));
+            assert_eq!((bounds.len(), bounds[0], bounds[4]), (5, 0, 50));
+            assert!(bounds.is_sorted(), "{bounds:?}");
+        }
+    }
 }

@@ -238,7 +238,7 @@ pub(super) fn help<R: StateReader>(
     pre_block: &StateDiff,
     reader: impl Fn() -> Result<R, StorageError>,
     mut range: Range<usize>,
-    claims: &Claims<'_>,
+    claims: &Claims,
     probe: &Probe,
     mut chaos: Option<Chaos>,
 ) -> Vec<Result<Speculation, ExecutionError>> {
