@@ -113,13 +113,19 @@ impl SlotMap {
         *self = Self::default();
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&U256, &Cached<U256>)> {
-        // Either side empty, rather than a boxed iterator: no allocation per account.
-        let (few, many) = match self {
-            Self::Few(pairs) => (Some(pairs.iter().map(|(k, v)| (k, v))), None),
-            Self::Many(map) => (None, Some(map.iter())),
+    /// The slots written, with their values, in no particular order. One loop per shape:
+    /// one iterator chaining both cost a call and two checks per slot (the block diff of
+    /// 16,528 AMM swaps, each on a pair of its own: 9.2-9.7 ms with it, 8.7-9.1 without).
+    fn written(&self) -> Vec<(U256, U256)> {
+        let written = |(slot, cached): (&U256, &Cached<U256>)| {
+            cached.written.then_some((*slot, cached.value))
         };
-        few.into_iter().flatten().chain(many.into_iter().flatten())
+        match self {
+            Self::Few(pairs) => {
+                pairs.iter().filter_map(|(slot, cached)| written((slot, cached))).collect()
+            }
+            Self::Many(map) => map.iter().filter_map(written).collect(),
+        }
     }
 }
 
@@ -194,10 +200,7 @@ impl Overlay {
     fn written_storage(&self) -> Vec<(Address, WrittenStorage)> {
         let storages: Vec<_> = (self.slots.iter())
             .map(|(address, slots)| {
-                let written: Vec<_> = (slots.values.iter())
-                    .filter(|(_, slot)| slot.written)
-                    .map(|(slot, value)| (*slot, value.value))
-                    .collect();
+                let written = slots.values.written();
                 (*address, (slots.cleared, SortedMap::from_sorted(key_order::sort(written))))
             })
             .filter(|(_, (cleared, storage))| *cleared || !storage.is_empty())
