@@ -58,11 +58,12 @@ pub(crate) fn execute_txs<R: StateReader>(
         .with_db(state)
         .with_block(block.block_env())
         .with_cfg(block.cfg_env())
+        .with_tx(crate::tx::none())
         .build_mainnet();
     let mut cumulative_gas = gas_before;
     for index in indices {
         let tx = &block.transactions[index];
-        match evm.transact(tx.clone()) {
+        match evm.transact(tx) {
             Ok(output) => {
                 let journal = &mut evm.ctx.journaled_state;
                 let changes = journal.database.commit_evm_state(&output.state, block.spec);

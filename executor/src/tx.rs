@@ -4,6 +4,14 @@ use alloy_consensus::{Transaction, TxEnvelope, Typed2718, transaction::SignerRec
 use alloy_primitives::Address;
 use revm::{context::TxEnv, context_interface::either::Either};
 
+/// No transaction: what an EVM holds before it is lent its first. The paths lend revm each
+/// transaction of the block (`&TxEnv`) rather than clone it: a clone copied its 300-odd bytes
+/// and its calldata's count, and dropped them again, for every execution.
+pub(crate) fn none() -> &'static TxEnv {
+    static NONE: std::sync::OnceLock<TxEnv> = std::sync::OnceLock::new();
+    NONE.get_or_init(TxEnv::default)
+}
+
 /// Why a signed transaction has no sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid signature: {0}")]

@@ -252,7 +252,7 @@ where
 
 /// One worker's reusable EVM.
 pub(crate) struct Vm<'a, R: StateReader> {
-    evm: MainnetEvm<Context<BlockEnv, TxEnv, CfgEnv, TxView<'a, R>>>,
+    evm: MainnetEvm<Context<BlockEnv, &'a TxEnv, CfgEnv, TxView<'a, R>>>,
 }
 
 impl<R: StateReader> std::fmt::Debug for Vm<'_, R> {
@@ -291,6 +291,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
             .with_db(view)
             .with_block(shared.block_env.clone())
             .with_cfg(shared.cfg_env.clone())
+            .with_tx(crate::tx::none())
             .build_mainnet();
         Self { evm }
     }
@@ -312,7 +313,7 @@ impl<'a, R: StateReader> Vm<'a, R> {
         view.reads.clear();
         view.wipes.clear();
 
-        self.evm.ctx.set_tx(tx_env.clone());
+        self.evm.ctx.set_tx(tx_env);
         let outcome = DeferredFee(PhantomData).run(&mut self.evm);
         let mut state = self.evm.finalize();
         let view = &mut self.evm.ctx.journaled_state.database;

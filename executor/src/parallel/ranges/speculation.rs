@@ -288,6 +288,7 @@ fn speculate<R: StateReader>(
         .with_db(db)
         .with_block(block.block_env())
         .with_cfg(block.cfg_env())
+        .with_tx(crate::tx::none())
         .build_mainnet();
     let mut probed = false;
     for index in range.clone() {
@@ -307,7 +308,7 @@ fn speculate<R: StateReader>(
         }
         starts.push(db.state.reader().loads.borrow().len());
         let tx = &block.transactions[index];
-        evm.ctx.set_tx(tx.clone());
+        evm.ctx.set_tx(tx);
         let outcome = DeferredFee(PhantomData).run(&mut evm);
         let evm_state = evm.finalize();
         let output = match outcome {
