@@ -5,8 +5,8 @@ use alloy_primitives::Address;
 use revm::{context::TxEnv, context_interface::either::Either};
 
 /// No transaction: what an EVM holds before it is lent its first. The paths lend revm each
-/// transaction of the block (`&TxEnv`) rather than clone it: a clone copied its 300-odd bytes
-/// and its calldata's count, and dropped them again, for every execution.
+/// transaction of the block (`&TxEnv`) rather than clone it: a clone copied the whole `TxEnv`
+/// and bumped its calldata's count, and dropped both again, for every execution.
 pub(crate) fn none() -> &'static TxEnv {
     static NONE: std::sync::OnceLock<TxEnv> = std::sync::OnceLock::new();
     NONE.get_or_init(TxEnv::default)
