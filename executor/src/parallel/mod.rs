@@ -146,7 +146,7 @@ pub fn execute<S: Storage + ?Sized>(
         config.threads.get() - 1,
         |worker| {
             if worker == 1 {
-                hints.claim(|| Some((Senders::of(block), Calls::of(block))));
+                hints.claim(|| Some(hints_of(block)));
             }
             if let Some(run) = run.wait() {
                 run.work(worker, || storage.reader());
@@ -192,6 +192,11 @@ pub fn execute<S: Storage + ?Sized>(
 /// Whether one sender signing `count` transactions signs too much of `block` for a run.
 fn too_many(config: &ParallelConfig, block: &Block, count: usize) -> bool {
     count as f64 > config.max_sender_share * block.transactions.len() as f64
+}
+
+/// Who sends what and which calls may chain: what helper 1 hashes while a run is prepared.
+fn hints_of(block: &Block) -> (Senders, Calls) {
+    (Senders::of(block), Calls::of(block))
 }
 
 /// Why a run did not start.
@@ -280,7 +285,7 @@ impl<'a, S: Storage + ?Sized> Start<'a, S> {
             .map_err(Stop::Failed)?;
         let pre_block = self.pre_block.get_or_init(|| diff);
         // On a small block this thread gets here before helper 1 is awake.
-        hints.claim(|| Some((Senders::of(block), Calls::of(block))));
+        hints.claim(|| Some(hints_of(block)));
         let (senders, calls) =
             hints.wait().expect("made, unless helper 1 panicked, whose panic ends the run");
         if too_many(config, block, senders.top_count) {
