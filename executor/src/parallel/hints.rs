@@ -88,11 +88,13 @@ impl Senders {
     }
 }
 
-/// Calls of one function of one contract (its address and selector). Runs of them often
-/// conflict (a sale's counter, a pool's reserves) and as often do not (token transfers
-/// between different holders), so a function counts as a chain only once two of its calls
-/// were seen to conflict; from then on its calls wait for the previous one to execute
-/// instead of executing in vain. Block 10760440 holds three runs of up to ten such calls.
+/// Calls of one function of one contract (its address and selector, or none: calldata too
+/// short for one runs the fallback). Runs of them often conflict (a sale's counter, a pool's
+/// reserves) and as often do not (token transfers between different holders), so a function
+/// counts as a chain only once two of its calls were seen to conflict; from then on its
+/// calls wait for the previous one to execute instead of executing in vain. Block 10760440
+/// holds three runs of up to ten such calls, block 6137495 thirty payments to one contract's
+/// fallback.
 #[derive(Debug)]
 pub(super) struct Calls {
     /// Per transaction, the function it calls (an index into `chained`).
@@ -106,13 +108,13 @@ pub(super) struct Calls {
 impl Calls {
     pub(super) fn of(block: &Block) -> Self {
         // Per function: its index, and its latest call so far.
-        let mut seen: HashMap<(Address, [u8; 4]), (u32, TxIdx)> =
+        let mut seen: HashMap<(Address, Option<[u8; 4]>), (u32, TxIdx)> =
             HashMap::with_capacity_and_hasher(block.transactions.len(), Default::default());
         let (function, previous) = (block.transactions.iter().enumerate())
             .map(|(tx, env)| {
                 let TxKind::Call(to) = env.kind else { return (None, None) };
-                let Some(selector) = env.data.get(..4) else { return (None, None) };
-                let key = (to, selector.try_into().expect("four bytes"));
+                let selector = env.data.get(..4).map(|s| s.try_into().expect("four bytes"));
+                let key = (to, selector);
                 let functions = u32::try_from(seen.len()).expect("fewer than 2^32 functions");
                 match seen.entry(key) {
                     Entry::Occupied(mut entry) => {
@@ -203,22 +205,27 @@ mod tests {
             ..Default::default()
         };
         let transfer = TxEnv { kind: TxKind::Call(Address::repeat_byte(1)), ..Default::default() };
-        // Function (1, a) at 0, 2 and 5; (1, b) at 1 and 4; (2, a) at 3; a transfer at 6.
+        // Function (1, a) at 0, 2 and 5; (1, b) at 1 and 4; (2, a) at 3; value sent to 1
+        // without calldata (its fallback) at 6, 7 and 8.
         let txs = vec![call(1, 0xa), call(1, 0xb), call(1, 0xa), call(2, 0xa), call(1, 0xb)];
         let mut transactions = txs;
-        transactions.extend([call(1, 0xa), transfer]);
+        transactions.extend([call(1, 0xa), transfer.clone(), transfer.clone(), transfer]);
         let calls = Calls::of(&Block { transactions, ..Block::default() });
-        assert!((0..7).all(|tx| calls.wait_for(tx).is_none()), "no chain before a conflict");
-        // Conflicts across functions, or with a transfer, prove nothing.
+        assert!((0..9).all(|tx| calls.wait_for(tx).is_none()), "no chain before a conflict");
+        // Conflicts across functions, the fallback included, prove nothing.
         calls.conflict(3, 2);
         calls.conflict(4, 2);
         calls.conflict(6, 5);
-        assert!((0..7).all(|tx| calls.wait_for(tx).is_none()));
+        assert!((0..9).all(|tx| calls.wait_for(tx).is_none()));
         calls.conflict(2, 0);
         assert_eq!(calls.wait_for(5), Some(2), "a call waits for its function's previous one");
         assert_eq!(calls.wait_for(2), Some(0));
         assert_eq!(calls.wait_for(0), None, "the first call has none to wait for");
         assert_eq!(calls.wait_for(4), None, "another function of that contract is not a chain");
         assert_eq!(calls.wait_for(3), None, "nor is that function on another contract");
+        assert_eq!(calls.wait_for(8), None, "nor is the fallback");
+        calls.conflict(8, 6);
+        assert_eq!(calls.wait_for(8), Some(7), "payments to one fallback chain like calls");
+        assert_eq!(calls.wait_for(7), Some(6));
     }
 }
