@@ -88,6 +88,9 @@ impl Senders {
     }
 }
 
+/// A contract and the selector its calldata starts with (`None`: the fallback).
+type Function = (Address, Option<[u8; 4]>);
+
 /// Calls of one function of one contract (its address and selector, or none: calldata too
 /// short for one runs the fallback). Runs of them often conflict (a sale's counter, a pool's
 /// reserves) and as often do not (token transfers between different holders), so a function
@@ -108,7 +111,7 @@ pub(super) struct Calls {
 impl Calls {
     pub(super) fn of(block: &Block) -> Self {
         // Per function: its index, and its latest call so far.
-        let mut seen: HashMap<(Address, Option<[u8; 4]>), (u32, TxIdx)> =
+        let mut seen: HashMap<Function, (u32, TxIdx)> =
             HashMap::with_capacity_and_hasher(block.transactions.len(), Default::default());
         let (function, previous) = (block.transactions.iter().enumerate())
             .map(|(tx, env)| {
