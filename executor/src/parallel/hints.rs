@@ -88,7 +88,8 @@ impl Senders {
     }
 }
 
-/// A contract and the selector its calldata starts with (`None`: the fallback).
+/// A contract and the selector its calldata starts with (`None`: the fallback, or no code at
+/// all: a plain transfer).
 type Function = (Address, Option<[u8; 4]>);
 
 /// Calls of one function of one contract (its address and selector, or none: calldata too
@@ -97,7 +98,9 @@ type Function = (Address, Option<[u8; 4]>);
 /// counts as a chain only once two of its calls were seen to conflict; from then on its
 /// calls wait for the previous one to execute instead of executing in vain. Block 10760440
 /// holds three runs of up to ten such calls, block 6137495 thirty payments to one contract's
-/// fallback.
+/// fallback. Calldata alone cannot tell a fallback from a plain transfer (block 13217637
+/// pays one exchange address 934 times), so payments chain only on a conflict over the
+/// recipient's storage, which proves it ran code.
 #[derive(Debug)]
 pub(super) struct Calls {
     /// Per transaction, the function it calls (an index into `chained`).
@@ -106,6 +109,8 @@ pub(super) struct Calls {
     previous: Vec<Option<TxIdx>>,
     /// Per function, whether two of its calls conflicted.
     chained: Vec<AtomicBool>,
+    /// Per function, its contract when the function is the fallback.
+    fallback_of: Vec<Option<Address>>,
 }
 
 impl Calls {
@@ -132,14 +137,20 @@ impl Calls {
             })
             .unzip();
         let chained = (0..seen.len()).map(|_| AtomicBool::new(false)).collect();
-        Self { function, previous, chained }
+        let mut fallback_of = vec![None; seen.len()];
+        for ((to, selector), (function, _)) in seen {
+            fallback_of[function as usize] = selector.is_none().then_some(to);
+        }
+        Self { function, previous, chained, fallback_of }
     }
 
-    /// Notes that `tx` read what `writer` wrote while it was stale or about to change: when
-    /// both call one function, that function is a chain.
-    pub(super) fn conflict(&self, tx: TxIdx, writer: TxIdx) {
+    /// Notes that `tx` read what `writer` wrote while it was stale or about to change (in
+    /// the storage of `storage_of`, when known): when both call one function, that function
+    /// is a chain.
+    pub(super) fn conflict(&self, tx: TxIdx, writer: TxIdx, storage_of: Option<Address>) {
         if let (Some(a), Some(b)) = (self.function[tx], self.function[writer])
             && a == b
+            && self.fallback_of[a as usize].is_none_or(|to| storage_of == Some(to))
         {
             self.chained[a as usize].store(true, Ordering::Relaxed);
         }
@@ -216,18 +227,22 @@ mod tests {
         let calls = Calls::of(&Block { transactions, ..Block::default() });
         assert!((0..9).all(|tx| calls.wait_for(tx).is_none()), "no chain before a conflict");
         // Conflicts across functions, the fallback included, prove nothing.
-        calls.conflict(3, 2);
-        calls.conflict(4, 2);
-        calls.conflict(6, 5);
+        calls.conflict(3, 2, None);
+        calls.conflict(4, 2, None);
+        calls.conflict(6, 5, None);
         assert!((0..9).all(|tx| calls.wait_for(tx).is_none()));
-        calls.conflict(2, 0);
+        calls.conflict(2, 0, None);
         assert_eq!(calls.wait_for(5), Some(2), "a call waits for its function's previous one");
         assert_eq!(calls.wait_for(2), Some(0));
         assert_eq!(calls.wait_for(0), None, "the first call has none to wait for");
         assert_eq!(calls.wait_for(4), None, "another function of that contract is not a chain");
         assert_eq!(calls.wait_for(3), None, "nor is that function on another contract");
         assert_eq!(calls.wait_for(8), None, "nor is the fallback");
-        calls.conflict(8, 6);
+        // Payments conflicting elsewhere may be plain transfers to an account without code.
+        calls.conflict(8, 6, None);
+        calls.conflict(8, 6, Some(Address::repeat_byte(2)));
+        assert_eq!(calls.wait_for(8), None, "payments chain only over the payee's storage");
+        calls.conflict(8, 6, Some(Address::repeat_byte(1)));
         assert_eq!(calls.wait_for(8), Some(7), "payments to one fallback chain like calls");
         assert_eq!(calls.wait_for(7), Some(6));
     }

@@ -30,7 +30,7 @@ use crate::{
 };
 use chaos::Chaos;
 use hints::{Calls, Senders};
-use mv_memory::{Recorded, TxIdx, Version};
+use mv_memory::{Location, Recorded, TxIdx, Version};
 use scheduler::{Scheduler, Task};
 use std::{
     num::NonZeroUsize,
@@ -480,7 +480,8 @@ impl<'a> Run<'a> {
                     return None;
                 }
                 Ok(Attempt::Blocked(blocker)) => {
-                    self.calls.conflict(version.tx, blocker);
+                    // Where the estimate was is not known here.
+                    self.calls.conflict(version.tx, blocker, None);
                     self.total_reruns.fetch_add(1, Ordering::Relaxed);
                     self.check_chain(executions);
                     if self.scheduler.add_dependency(version.tx, blocker) {
@@ -503,7 +504,11 @@ impl<'a> Run<'a> {
         if aborted {
             if let Some(Some(stale)) = stale {
                 if let Some(writer) = stale.writer {
-                    self.calls.conflict(version.tx, writer);
+                    let storage_of = match stale.location {
+                        Location::Storage(address, _) => Some(address),
+                        Location::Account(_) | Location::Wipe(_) => None,
+                    };
+                    self.calls.conflict(version.tx, writer, storage_of);
                 }
                 let conflict =
                     Conflict { tx: version.tx, key: stale.location.into(), writer: stale.writer };
