@@ -30,7 +30,7 @@ use crate::{
 };
 use chaos::Chaos;
 use hints::{Calls, Senders};
-use mv_memory::{Location, Recorded, TxIdx, Version};
+use mv_memory::{Recorded, TxIdx, Version};
 use scheduler::{Scheduler, Task};
 use std::{
     num::NonZeroUsize,
@@ -479,9 +479,8 @@ impl<'a> Run<'a> {
                     self.fail(e);
                     return None;
                 }
-                Ok(Attempt::Blocked(blocker)) => {
-                    // Where the estimate was is not known here.
-                    self.calls.conflict(version.tx, blocker, None);
+                Ok(Attempt::Blocked { blocker, at }) => {
+                    self.calls.conflict(version.tx, blocker, at.storage_of());
                     self.total_reruns.fetch_add(1, Ordering::Relaxed);
                     self.check_chain(executions);
                     if self.scheduler.add_dependency(version.tx, blocker) {
@@ -504,11 +503,7 @@ impl<'a> Run<'a> {
         if aborted {
             if let Some(Some(stale)) = stale {
                 if let Some(writer) = stale.writer {
-                    let storage_of = match stale.location {
-                        Location::Storage(address, _) => Some(address),
-                        Location::Account(_) | Location::Wipe(_) => None,
-                    };
-                    self.calls.conflict(version.tx, writer, storage_of);
+                    self.calls.conflict(version.tx, writer, stale.location.storage_of());
                 }
                 let conflict =
                     Conflict { tx: version.tx, key: stale.location.into(), writer: stale.writer };
@@ -578,7 +573,7 @@ impl<'a> Run<'a> {
                     let written = Recorded { worker: 0, writes, reads, fee: output.fee };
                     self.shared.mv.record(version, written, output);
                 }
-                Attempt::Blocked(blocker) => {
+                Attempt::Blocked { blocker, .. } => {
                     return Err(ExecutionError::Evm {
                         context: format!("tx {tx}"),
                         message: format!(

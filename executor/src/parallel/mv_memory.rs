@@ -34,6 +34,16 @@ pub(crate) enum Location {
     Wipe(Address),
 }
 
+impl Location {
+    /// The account whose storage this is, for a slot.
+    pub(crate) fn storage_of(&self) -> Option<Address> {
+        match self {
+            Location::Storage(address, _) => Some(*address),
+            Location::Account(_) | Location::Wipe(_) => None,
+        }
+    }
+}
+
 impl Hash for Location {
     /// Whole words of the address and slot, without the byte-by-byte cost of hashing 53
     /// bytes; the kind goes in too, so an account and its slot zero never collide.

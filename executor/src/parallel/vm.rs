@@ -54,8 +54,8 @@ pub(crate) struct TxOutput {
 pub(crate) enum ViewError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("blocked on transaction {}", .0.0)]
-    Blocked(Blocked),
+    #[error("blocked on transaction {} at {:?}", .0.0, .1)]
+    Blocked(Blocked, Location),
 }
 
 impl revm::database_interface::DBErrorMarker for ViewError {}
@@ -147,7 +147,8 @@ pub(crate) struct TxView<'a, R> {
 
 impl<R: StateReader> TxView<'_, R> {
     fn read(&mut self, location: Location, mode: ReadMode) -> Result<Found, ViewError> {
-        let found = self.shared.mv.read(&location, self.tx, mode).map_err(ViewError::Blocked)?;
+        let found = (self.shared.mv.read(&location, self.tx, mode))
+            .map_err(|blocked| ViewError::Blocked(blocked, location))?;
         self.reads.push(Read { location, mode, origin: found.origin.clone() });
         Ok(found)
     }
@@ -268,12 +269,9 @@ impl<R: StateReader> std::fmt::Debug for Vm<'_, R> {
 )]
 pub(crate) enum Attempt {
     /// Its output, and what it wrote and read, for the multi-version memory.
-    Done {
-        output: TxOutput,
-        writes: Vec<(Location, Write)>,
-        reads: Vec<Read>,
-    },
-    Blocked(TxIdx),
+    Done { output: TxOutput, writes: Vec<(Location, Write)>, reads: Vec<Read> },
+    /// It read an estimate of `blocker`'s at `at`.
+    Blocked { blocker: TxIdx, at: Location },
 }
 
 impl<'a, R: StateReader> Vm<'a, R> {
@@ -332,8 +330,8 @@ impl<'a, R: StateReader> Vm<'a, R> {
                 };
                 return Ok(Attempt::Done { output, writes: Vec::new(), reads });
             }
-            Err(EVMError::Database(ViewError::Blocked(Blocked(blocker)))) => {
-                return Ok(Attempt::Blocked(blocker));
+            Err(EVMError::Database(ViewError::Blocked(Blocked(blocker), at))) => {
+                return Ok(Attempt::Blocked { blocker, at });
             }
             Err(EVMError::Database(ViewError::Storage(e))) => return Err(e.into()),
             Err(e) => {
