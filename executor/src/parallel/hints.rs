@@ -7,7 +7,10 @@ use alloy_primitives::{
     Address, TxKind,
     map::{AddressMap, Entry, HashMap},
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 /// How many transactions of each kind [`early_candidates`] picks.
 const EARLY_PER_KEY: usize = 2;
@@ -88,19 +91,18 @@ impl Senders {
     }
 }
 
-/// A contract and the selector its calldata starts with (`None`: the fallback, or no code at
-/// all: a plain transfer).
-type Function = (Address, Option<[u8; 4]>);
-
-/// Calls of one function of one contract (its address and selector, or none: calldata too
-/// short for one runs the fallback). Runs of them often conflict (a sale's counter, a pool's
-/// reserves) and as often do not (token transfers between different holders), so a function
-/// counts as a chain only once two of its calls were seen to conflict; from then on its
-/// calls wait for the previous one to execute instead of executing in vain. Block 10760440
-/// holds three runs of up to ten such calls, block 6137495 thirty payments to one contract's
-/// fallback. Calldata alone cannot tell a fallback from a plain transfer (block 13217637
-/// pays one exchange address 934 times), so payments chain only on a conflict over the
-/// recipient's storage, which proves it ran code.
+/// Calls of one function of one contract (its address and selector). Runs of them often
+/// conflict (a sale's counter, a pool's reserves) and as often do not (token transfers
+/// between different holders), so a function counts as a chain only once two of its calls
+/// were seen to conflict; from then on its calls wait for the previous one to execute
+/// instead of executing in vain. Block 10760440 holds three runs of up to ten such calls.
+///
+/// Payments (calldata too short for a selector) run a contract's fallback, or no code at
+/// all: block 6137495 pays one contract's fallback thirty times, and block 13217637 one
+/// exchange address 934 times. They chain the same way, but only on a conflict over the
+/// payee's storage, which proves they ran code. Such chains are rare, so payments are not
+/// hashed up front: each knows its payee, and a chained payment finds the previous payment
+/// by a scan back (hashing the 987 payments of block 13217637 cost it about 1%).
 #[derive(Debug)]
 pub(super) struct Calls {
     /// Per transaction, the function it calls (an index into `chained`).
@@ -109,20 +111,26 @@ pub(super) struct Calls {
     previous: Vec<Option<TxIdx>>,
     /// Per function, whether two of its calls conflicted.
     chained: Vec<AtomicBool>,
-    /// Per function, its contract when the function is the fallback.
-    fallback_of: Vec<Option<Address>>,
+    /// Per transaction, whom it pays, when it is a payment.
+    payee: Vec<Option<Address>>,
+    /// Payees whose payments proved a chain; `any_payee` says whether there are any.
+    chained_payees: Mutex<Vec<Address>>,
+    any_payee: AtomicBool,
 }
 
 impl Calls {
     pub(super) fn of(block: &Block) -> Self {
         // Per function: its index, and its latest call so far.
-        let mut seen: HashMap<Function, (u32, TxIdx)> =
+        let mut seen: HashMap<(Address, [u8; 4]), (u32, TxIdx)> =
             HashMap::with_capacity_and_hasher(block.transactions.len(), Default::default());
+        let payee = (block.transactions.iter())
+            .map(|env| env.kind.to().copied().filter(|_| env.data.len() < 4))
+            .collect();
         let (function, previous) = (block.transactions.iter().enumerate())
             .map(|(tx, env)| {
                 let TxKind::Call(to) = env.kind else { return (None, None) };
-                let selector = env.data.get(..4).map(|s| s.try_into().expect("four bytes"));
-                let key = (to, selector);
+                let Some(selector) = env.data.get(..4) else { return (None, None) };
+                let key = (to, selector.try_into().expect("four bytes"));
                 let functions = u32::try_from(seen.len()).expect("fewer than 2^32 functions");
                 match seen.entry(key) {
                     Entry::Occupied(mut entry) => {
@@ -137,29 +145,46 @@ impl Calls {
             })
             .unzip();
         let chained = (0..seen.len()).map(|_| AtomicBool::new(false)).collect();
-        let mut fallback_of = vec![None; seen.len()];
-        for ((to, selector), (function, _)) in seen {
-            fallback_of[function as usize] = selector.is_none().then_some(to);
-        }
-        Self { function, previous, chained, fallback_of }
+        let (chained_payees, any_payee) = (Mutex::default(), AtomicBool::new(false));
+        Self { function, previous, chained, payee, chained_payees, any_payee }
     }
 
     /// Notes that `tx` read what `writer` wrote while it was stale or about to change (in
-    /// the storage of `storage_of`, when known): when both call one function, that function
-    /// is a chain.
+    /// the storage of `storage_of`, when known): when both call one function, or both pay
+    /// the account whose storage it is, that function or payee is a chain.
     pub(super) fn conflict(&self, tx: TxIdx, writer: TxIdx, storage_of: Option<Address>) {
         if let (Some(a), Some(b)) = (self.function[tx], self.function[writer])
             && a == b
-            && self.fallback_of[a as usize].is_none_or(|to| storage_of == Some(to))
         {
             self.chained[a as usize].store(true, Ordering::Relaxed);
         }
+        if let Some(payee) = self.payee[tx]
+            && self.payee[writer] == Some(payee)
+            && storage_of == Some(payee)
+        {
+            let mut chained = self.chained_payees.lock().expect("payees lock poisoned");
+            if !chained.contains(&payee) {
+                chained.push(payee);
+            }
+            self.any_payee.store(true, Ordering::Relaxed);
+        }
     }
 
-    /// The previous call `tx` should wait for: its function's, once that is a chain.
+    /// The previous call `tx` should wait for: its function's or its payee's, once that is
+    /// a chain.
     pub(super) fn wait_for(&self, tx: TxIdx) -> Option<TxIdx> {
-        let function = self.function[tx]?;
-        self.chained[function as usize].load(Ordering::Relaxed).then_some(self.previous[tx])?
+        if let Some(function) = self.function[tx] {
+            return self.chained[function as usize]
+                .load(Ordering::Relaxed)
+                .then_some(self.previous[tx])?;
+        }
+        let payee = self.payee[tx]?;
+        if !self.any_payee.load(Ordering::Relaxed)
+            || !self.chained_payees.lock().expect("payees lock poisoned").contains(&payee)
+        {
+            return None;
+        }
+        (0..tx).rev().find(|&earlier| self.payee[earlier] == Some(payee))
     }
 }
 
@@ -220,17 +245,19 @@ mod tests {
         };
         let transfer = TxEnv { kind: TxKind::Call(Address::repeat_byte(1)), ..Default::default() };
         // Function (1, a) at 0, 2 and 5; (1, b) at 1 and 4; (2, a) at 3; value sent to 1
-        // without calldata (its fallback) at 6, 7 and 8.
+        // without calldata (its fallback) at 6, 7 and 8, and to 3 at 9.
         let txs = vec![call(1, 0xa), call(1, 0xb), call(1, 0xa), call(2, 0xa), call(1, 0xb)];
         let mut transactions = txs;
+        let elsewhere = TxEnv { kind: TxKind::Call(Address::repeat_byte(3)), ..Default::default() };
         transactions.extend([call(1, 0xa), transfer.clone(), transfer.clone(), transfer]);
+        transactions.push(elsewhere);
         let calls = Calls::of(&Block { transactions, ..Block::default() });
-        assert!((0..9).all(|tx| calls.wait_for(tx).is_none()), "no chain before a conflict");
+        assert!((0..10).all(|tx| calls.wait_for(tx).is_none()), "no chain before a conflict");
         // Conflicts across functions, the fallback included, prove nothing.
         calls.conflict(3, 2, None);
         calls.conflict(4, 2, None);
         calls.conflict(6, 5, None);
-        assert!((0..9).all(|tx| calls.wait_for(tx).is_none()));
+        assert!((0..10).all(|tx| calls.wait_for(tx).is_none()));
         calls.conflict(2, 0, None);
         assert_eq!(calls.wait_for(5), Some(2), "a call waits for its function's previous one");
         assert_eq!(calls.wait_for(2), Some(0));
@@ -245,5 +272,7 @@ mod tests {
         calls.conflict(8, 6, Some(Address::repeat_byte(1)));
         assert_eq!(calls.wait_for(8), Some(7), "payments to one fallback chain like calls");
         assert_eq!(calls.wait_for(7), Some(6));
+        assert_eq!(calls.wait_for(6), None, "the first payment has none to wait for");
+        assert_eq!(calls.wait_for(9), None, "nor do payments to another account");
     }
 }
