@@ -2,6 +2,7 @@
 
 mod common;
 
+use alloy_primitives::Address;
 use common::run;
 use lockstep_executor::{
     BlockOutcome, Fallback, InMemoryStorage, ParallelConfig, StateDiff, Storage, parallel,
@@ -156,6 +157,27 @@ fn same_sender_transactions_wait_for_each_other_instead_of_reexecuting() {
     ] {
         let outcome = assert_identical(&workload, &config);
         assert_eq!(outcome.stats.re_executions(), 0, "{config:?}");
+    }
+}
+
+#[test]
+fn payments_to_one_fallback_match_sequential() {
+    use lockstep_executor::revm::primitives::hardfork::SpecId;
+    use lockstep_harness::random_block::{TxSpec, build};
+    // A hundred senders each call one contract without calldata, and its fallback increments
+    // one slot: each payment depends on the one before, and once two of them conflict over
+    // that slot the rest wait for their predecessor (whether they got to conflict depends on
+    // the schedule; the outcome must not).
+    let mut workload = build(&[TxSpec::Count { from: 0 }; 100], SpecId::CANCUN);
+    for (i, tx) in workload.block.transactions.iter_mut().enumerate() {
+        tx.caller = Address::left_padding_from(&[0xee, i as u8]);
+        tx.nonce = 0;
+        workload.alloc.insert(tx.caller, common::eoa(common::ETHER));
+    }
+    assert_identical(&workload, &ParallelConfig::always_parallel(2));
+    for seed in 0..4 {
+        let config = ParallelConfig { chaos: Some(seed), ..ParallelConfig::always_parallel(3) };
+        assert_identical(&workload, &config);
     }
 }
 
