@@ -123,11 +123,11 @@ impl Calls {
         // Per function: its index, and its latest call so far.
         let mut seen: HashMap<(Address, [u8; 4]), (u32, TxIdx)> =
             HashMap::with_capacity_and_hasher(block.transactions.len(), Default::default());
-        let payee = (block.transactions.iter())
-            .map(|env| env.kind.to().copied().filter(|_| env.data.len() < 4))
-            .collect();
+        // Filled in the same walk over the transactions, which sit far apart in memory.
+        let mut payee = Vec::with_capacity(block.transactions.len());
         let (function, previous) = (block.transactions.iter().enumerate())
             .map(|(tx, env)| {
+                payee.push(env.kind.to().copied().filter(|_| env.data.len() < 4));
                 let TxKind::Call(to) = env.kind else { return (None, None) };
                 let Some(selector) = env.data.get(..4) else { return (None, None) };
                 let key = (to, selector.try_into().expect("four bytes"));
